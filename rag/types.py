@@ -1,0 +1,168 @@
+"""Result types shared by the SDK, the CLI and the API (which serialises them as JSON)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+FileStatus = Literal["added", "updated", "unchanged", "removed", "failed", "skipped"]
+SummaryState = Literal["none", "pending", "done", "failed"]
+
+
+@dataclass
+class Hit:
+    """One retrieved passage: a chunk, or a document summary (``kind == "summary"``)."""
+
+    chunk_id: int
+    document_id: int
+    document: str
+    collection: str
+    position: int
+    text: str
+    score: float
+    kind: str = "chunk"
+    title: str | None = None
+    start_char: int | None = None
+    end_char: int | None = None
+    dense_score: float | None = None
+    lexical_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FileOutcome:
+    path: str
+    status: FileStatus
+    chunks: int = 0
+    error: str | None = None
+
+
+@dataclass
+class IngestReport:
+    """What one ingestion run did; ``files`` has one entry per file seen or removed."""
+
+    collection: str
+    files: list[FileOutcome] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    summaries_written: int = 0
+    summaries_failed: int = 0
+
+    def _count(self, status: FileStatus) -> int:
+        return sum(1 for f in self.files if f.status == status)
+
+    @property
+    def added(self) -> int:
+        return self._count("added")
+
+    @property
+    def updated(self) -> int:
+        return self._count("updated")
+
+    @property
+    def unchanged(self) -> int:
+        return self._count("unchanged")
+
+    @property
+    def removed(self) -> int:
+        return self._count("removed")
+
+    @property
+    def failed(self) -> int:
+        return self._count("failed")
+
+    @property
+    def skipped(self) -> int:
+        return self._count("skipped")
+
+    @property
+    def failures(self) -> list[FileOutcome]:
+        return [f for f in self.files if f.status in ("failed", "skipped")]
+
+    def counts(self) -> dict[str, int]:
+        return {s: self._count(s) for s in ("added", "updated", "unchanged", "removed", "failed", "skipped")}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "counts": self.counts(),
+            "files": [asdict(f) for f in self.files],
+            "elapsed_s": self.elapsed_s,
+            "summaries_written": self.summaries_written,
+            "summaries_failed": self.summaries_failed,
+        }
+
+
+@dataclass
+class DocumentInfo:
+    id: int
+    path: str
+    collection: str
+    title: str | None
+    doc_type: str
+    size: int
+    content_hash: str
+    chunks: int
+    status: str
+    error: str | None
+    summary: str | None
+    summary_state: SummaryState
+    summary_model: str | None
+    updated_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Source:
+    """A numbered source of an answer: ``[number]`` in the text points here."""
+
+    number: int
+    document: str
+    document_id: int
+    chunk_id: int
+    position: int
+    text: str
+    score: float
+    kind: str = "chunk"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Usage:
+    """Token accounting of an answer; ``prompt_tokens`` is the largest single request sent."""
+
+    context_window: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    max_new_tokens: int = 0
+    llm_calls: int = 0
+    chunks_used: int = 0
+    chunks_dropped: int = 0
+    chunks_truncated: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    text: str
+    sources: list[Source] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    abstained: bool = False
+    mode: str = "compact"
+    hits: list[Hit] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "sources": [s.to_dict() for s in self.sources],
+            "usage": self.usage.to_dict(),
+            "abstained": self.abstained,
+            "mode": self.mode,
+        }
