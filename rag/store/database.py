@@ -1,0 +1,69 @@
+"""Opening the SQL store: engine options per backend and forward-only schema migrations.
+
+Migrations are a numbered list of functions applied in order and recorded in ``schema_version``; a store
+written by an older release is upgraded in place, never dropped. (Alembic would be the tool once there are
+many; one table of versions keeps the embedded default free of a migrations folder to ship.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session, sessionmaker
+
+from rag.store.schema import Base, SchemaVersion
+
+log = logging.getLogger(__name__)
+
+
+def _v1_initial(conn: Connection) -> None:
+    Base.metadata.create_all(conn)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial]
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI connection
+    cur = dbapi_conn.cursor()
+    # WAL lets queries read while an ingestion writes; busy_timeout makes a second writer wait, not fail.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def open_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    migrate(engine)
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    with engine.begin() as conn:
+        SchemaVersion.__table__.create(conn, checkfirst=True)
+        row = conn.execute(select(SchemaVersion.version)).scalar()
+        current = row or 0
+        for version, step in enumerate(MIGRATIONS, start=1):
+            if version > current:
+                log.info("migrating store schema to version %d", version)
+                step(conn)
+        if row is None:
+            conn.execute(SchemaVersion.__table__.insert().values(id=1, version=len(MIGRATIONS)))
+        elif current < len(MIGRATIONS):
+            conn.execute(SchemaVersion.__table__.update().values(version=len(MIGRATIONS)))
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,385 @@
+"""The store: SQL (truth) plus one FAISS index per collection (search structure), kept consistent.
+
+Every write goes to SQL first, in a transaction per document, and bumps the collection's ``generation``.
+FAISS follows: the writer updates its in-memory index and persists it periodically; any reader whose index
+is behind the SQL generation (a restart after a crash, another process, another API replica) repairs it from
+the vectors stored in SQL — adding missing ids and dropping ids SQL no longer has. Search results are
+always re-read from SQL, so an answer never cites a chunk that does not exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from rag.settings import Settings
+from rag.store.database import open_engine, session_factory
+from rag.store.schema import Chunk, Collection, Document, IngestionRun, utcnow
+from rag.store.vectors import VectorIndex
+from rag.types import DocumentInfo
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(Exception):
+    """A request the store cannot honour (unknown collection, model mismatch ...); the message says why."""
+
+
+@dataclass
+class ChunkRecord:
+    """A chunk ready to be committed: text, offsets and its normalised embedding."""
+
+    position: int
+    text: str
+    token_count: int
+    embedding: np.ndarray
+    start_char: int | None = None
+    end_char: int | None = None
+    kind: str = "chunk"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ChunkRow:
+    id: int
+    document_id: int
+    path: str
+    title: str | None
+    kind: str
+    position: int
+    text: str
+    start_char: int | None
+    end_char: int | None
+
+
+def _slug(text: str) -> str:
+    tail = re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[-40:]
+    return f"{tail}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def _vector_bytes(vec: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vec, dtype=np.float32).tobytes()
+
+
+class Store:
+    """SQL + FAISS for all collections of one data directory (or one shared database)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = open_engine(settings.sql_url)
+        self.sessions = session_factory(self.engine)
+        self._indexes: dict[str, VectorIndex] = {}
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- collections -----------------------------------------------------------------------------
+    def session(self) -> Session:
+        return self.sessions()
+
+    def collection(self, name: str, *, model: str | None = None, dim: int | None = None) -> Collection:
+        """The collection ``name``; created when ``model`` and ``dim`` are given, else StoreError if absent."""
+        with self.sessions.begin() as s:
+            row = s.scalar(select(Collection).where(Collection.name == name))
+            if row is None:
+                if model is None or dim is None:
+                    raise StoreError(f"collection '{name}' does not exist")
+                row = Collection(name=name, embed_model=model, embed_dim=dim, generation=0)
+                s.add(row)
+                s.flush()
+            elif model is not None and row.embed_model != model:
+                raise StoreError(
+                    f"collection '{name}' was embedded with '{row.embed_model}', not '{model}'; "
+                    "use another collection or delete this one to switch models"
+                )
+            s.expunge(row)
+            return row
+
+    def collections(self) -> list[dict[str, Any]]:
+        with self.session() as s:
+            rows = s.execute(
+                select(Collection, func.count(Document.id))
+                .outerjoin(Document, Document.collection_id == Collection.id)
+                .group_by(Collection.id)
+                .order_by(Collection.name)
+            ).all()
+            return [
+                {"name": c.name, "embed_model": c.embed_model, "embed_dim": c.embed_dim, "documents": n, "generation": c.generation}
+                for c, n in rows
+            ]
+
+    def drop_collection(self, name: str) -> None:
+        coll = self.collection(name)
+        with self.sessions.begin() as s:
+            s.execute(delete(Chunk).where(Chunk.collection_id == coll.id))
+            s.execute(delete(Document).where(Document.collection_id == coll.id))
+            s.execute(delete(Collection).where(Collection.id == coll.id))
+        with self._lock:
+            index = self._indexes.pop(name, None)
+        if index is not None:
+            index.path.unlink(missing_ok=True)
+            index.meta_path.unlink(missing_ok=True)
+
+    @staticmethod
+    def bump_generation(s: Session, collection_id: int) -> None:
+        s.execute(update(Collection).where(Collection.id == collection_id).values(generation=Collection.generation + 1))
+
+    def generation(self, collection_id: int) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(Collection.generation).where(Collection.id == collection_id)) or 0)
+
+    # --- FAISS following SQL -------------------------------------------------------------------------
+    def index(self, coll: Collection) -> VectorIndex:
+        """The collection's FAISS index, repaired from SQL if it is behind."""
+        with self._lock:
+            index = self._indexes.get(coll.name)
+            if index is None:
+                path = self.settings.data_dir / "indexes" / f"{_slug(coll.name)}__{_slug(coll.embed_model)}.faiss"
+                index = VectorIndex(path, coll.embed_model, coll.embed_dim)
+                self._indexes[coll.name] = index
+        generation = self.generation(coll.id)
+        if index.generation != generation:
+            self._repair(coll, index, generation)
+        return index
+
+    def _repair(self, coll: Collection, index: VectorIndex, generation: int) -> None:
+        with index._lock:
+            if index.generation == generation:
+                return
+            with self.session() as s:
+                sql_ids = np.fromiter(s.scalars(select(Chunk.id).where(Chunk.collection_id == coll.id)), dtype=np.int64)
+                have = index.ids()
+                missing = np.setdiff1d(sql_ids, have, assume_unique=True)
+                extra = np.setdiff1d(have, sql_ids, assume_unique=True)
+                if len(extra):
+                    index.remove(extra)
+                for start in range(0, len(missing), 5000):
+                    part = missing[start : start + 5000].tolist()
+                    rows = s.execute(select(Chunk.id, Chunk.embedding).where(Chunk.id.in_(part))).all()
+                    vecs = np.vstack([np.frombuffer(r.embedding, dtype=np.float32) for r in rows])
+                    index.add(np.array([r.id for r in rows], dtype=np.int64), vecs)
+            if len(missing) or len(extra):
+                log.info("index of '%s' repaired from SQL: +%d -%d vectors", coll.name, len(missing), len(extra))
+            index.generation = generation
+            index.save()
+
+    # --- documents ---------------------------------------------------------------------------------
+    def documents_by_path(self, collection_id: int) -> dict[str, Document]:
+        with self.session() as s:
+            rows = s.scalars(select(Document).where(Document.collection_id == collection_id)).all()
+            return {d.path: d for d in rows}
+
+    def replace_document(
+        self,
+        s: Session,
+        coll: Collection,
+        *,
+        path: str,
+        content_hash: str,
+        size: int,
+        mtime: float,
+        doc_type: str,
+        title: str | None,
+        meta: dict[str, Any],
+        chunks: list[ChunkRecord],
+        summary_pending: bool,
+    ) -> tuple[int, list[int], list[int]]:
+        """Write a document and its chunks in the caller's transaction; returns (doc id, old ids, new ids).
+
+        An existing row for the path keeps its id (and so its place in jobs and links); its chunks and any
+        summary of the old content are replaced.
+        """
+        doc = s.scalar(select(Document).where(Document.collection_id == coll.id, Document.path == path))
+        old_ids: list[int] = []
+        if doc is None:
+            doc = Document(collection_id=coll.id, path=path)
+            s.add(doc)
+        else:
+            old_ids = list(s.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
+            s.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+        doc.content_hash, doc.size, doc.mtime, doc.doc_type = content_hash, size, mtime, doc_type
+        doc.title, doc.meta, doc.status, doc.error = title, meta, "indexed", None
+        doc.chunk_count = len(chunks)
+        doc.summary, doc.summary_model, doc.summary_error = None, None, None
+        doc.summary_state = "pending" if summary_pending else "none"
+        doc.updated_at = utcnow()
+        s.flush()
+        rows = [
+            Chunk(
+                document_id=doc.id,
+                collection_id=coll.id,
+                kind=c.kind,
+                position=c.position,
+                text=c.text,
+                token_count=c.token_count,
+                start_char=c.start_char,
+                end_char=c.end_char,
+                meta=c.meta,
+                embedding=_vector_bytes(c.embedding),
+            )
+            for c in chunks
+        ]
+        s.add_all(rows)
+        s.flush()
+        self.bump_generation(s, coll.id)
+        return doc.id, old_ids, [r.id for r in rows]
+
+    def record_failure(
+        self, s: Session, coll: Collection, *, path: str, content_hash: str, size: int, mtime: float, doc_type: str, error: str
+    ) -> list[int]:
+        """Mark a file as failed; its previously indexed chunks (if any) leave the index. Returns their ids."""
+        doc = s.scalar(select(Document).where(Document.collection_id == coll.id, Document.path == path))
+        old_ids: list[int] = []
+        if doc is None:
+            doc = Document(collection_id=coll.id, path=path)
+            s.add(doc)
+        else:
+            old_ids = list(s.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
+            s.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+        doc.content_hash, doc.size, doc.mtime, doc.doc_type = content_hash, size, mtime, doc_type
+        doc.status, doc.error, doc.chunk_count, doc.summary_state = "failed", error, 0, "none"
+        doc.summary = None
+        doc.updated_at = utcnow()
+        if old_ids:
+            self.bump_generation(s, coll.id)
+        return old_ids
+
+    def remove_documents(self, s: Session, coll: Collection, doc_ids: Iterable[int]) -> list[int]:
+        """Delete documents and their chunks in the caller's transaction; returns the removed chunk ids."""
+        ids = list(doc_ids)
+        if not ids:
+            return []
+        chunk_ids = list(s.scalars(select(Chunk.id).where(Chunk.document_id.in_(ids))))
+        s.execute(delete(Chunk).where(Chunk.document_id.in_(ids)))
+        s.execute(delete(Document).where(Document.id.in_(ids)))
+        self.bump_generation(s, coll.id)
+        return chunk_ids
+
+    def find_document(self, ref: str | int, collection: str | None = None) -> Document | None:
+        """A document by id, or by path (absolute, or as given at ingestion)."""
+        with self.session() as s:
+            q = select(Document)
+            if collection is not None:
+                q = q.join(Collection).where(Collection.name == collection)
+            if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+                return s.scalar(q.where(Document.id == int(ref)))
+            candidates = {str(ref), str(Path(ref).expanduser().resolve())}
+            return s.scalars(q.where(Document.path.in_(candidates))).first()
+
+    def document_infos(self, collection: str | None = None, doc_ids: list[int] | None = None) -> list[DocumentInfo]:
+        with self.session() as s:
+            q = select(Document, Collection.name).join(Collection).order_by(Collection.name, Document.path)
+            if collection is not None:
+                q = q.where(Collection.name == collection)
+            if doc_ids is not None:
+                q = q.where(Document.id.in_(doc_ids))
+            return [
+                DocumentInfo(
+                    id=d.id,
+                    path=d.path,
+                    collection=name,
+                    title=d.title,
+                    doc_type=d.doc_type,
+                    size=d.size,
+                    content_hash=d.content_hash,
+                    chunks=d.chunk_count,
+                    status=d.status,
+                    error=d.error,
+                    summary=d.summary,
+                    summary_state=d.summary_state,  # type: ignore[arg-type]
+                    summary_model=d.summary_model,
+                    updated_at=d.updated_at.isoformat() if d.updated_at else "",
+                )
+                for d, name in s.execute(q).all()
+            ]
+
+    # --- chunks ------------------------------------------------------------------------------------
+    def chunk_rows(self, ids: list[int]) -> dict[int, ChunkRow]:
+        """Rows for ``ids`` that exist in SQL (ids FAISS still holds after a crash are simply absent)."""
+        if not ids:
+            return {}
+        with self.session() as s:
+            rows = s.execute(
+                select(
+                    Chunk.id, Chunk.document_id, Document.path, Document.title, Chunk.kind, Chunk.position,
+                    Chunk.text, Chunk.start_char, Chunk.end_char,
+                )
+                .join(Document, Document.id == Chunk.document_id)
+                .where(Chunk.id.in_(ids))
+            ).all()
+        return {r.id: ChunkRow(*r) for r in rows}
+
+    def chunk_ids_where(self, collection_id: int, *, path_prefix: str | None, document_ids: list[int] | None) -> np.ndarray:
+        """Chunk ids passing metadata filters: used as an exact FAISS/BM25 selector."""
+        with self.session() as s:
+            q = select(Chunk.id).join(Document, Document.id == Chunk.document_id).where(Chunk.collection_id == collection_id)
+            if path_prefix:
+                q = q.where(Document.path.startswith(path_prefix, autoescape=True))
+            if document_ids is not None:
+                q = q.where(Chunk.document_id.in_(document_ids))
+            return np.fromiter(s.scalars(q), dtype=np.int64)
+
+    def chunk_ids_of_documents(self, doc_ids: list[int]) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        if not doc_ids:
+            return out
+        with self.session() as s:
+            for cid, did in s.execute(
+                select(Chunk.id, Chunk.document_id).where(Chunk.document_id.in_(doc_ids), Chunk.kind == "chunk")
+            ):
+                out.setdefault(did, []).append(cid)
+        return out
+
+    def iter_texts(self, collection_id: int, batch: int = 20000) -> Iterator[tuple[np.ndarray, list[str]]]:
+        """All (ids, texts) of a collection in id order, in batches: the BM25 corpus."""
+        last = -1
+        while True:
+            with self.session() as s:
+                rows = s.execute(
+                    select(Chunk.id, Chunk.text)
+                    .where(Chunk.collection_id == collection_id, Chunk.id > last)
+                    .order_by(Chunk.id)
+                    .limit(batch)
+                ).all()
+            if not rows:
+                return
+            last = rows[-1].id
+            yield np.array([r.id for r in rows], dtype=np.int64), [r.text for r in rows]
+
+    # --- ingestion runs ----------------------------------------------------------------------------
+    def create_run(self, run_id: str, collection: str, paths: list[str], state: str = "queued") -> None:
+        with self.sessions.begin() as s:
+            s.add(IngestionRun(id=run_id, collection=collection, paths=paths, state=state, counts={}, errors=[]))
+
+    def update_run(self, run_id: str, **values: Any) -> None:
+        with self.sessions.begin() as s:
+            s.execute(update(IngestionRun).where(IngestionRun.id == run_id).values(**values))
+
+    def get_run(self, run_id: str) -> IngestionRun | None:
+        with self.session() as s:
+            return s.get(IngestionRun, run_id)
+
+    def list_runs(self, limit: int = 50) -> list[IngestionRun]:
+        with self.session() as s:
+            return list(s.scalars(select(IngestionRun).order_by(IngestionRun.created_at.desc()).limit(limit)))
+
+    def interrupt_stale_runs(self) -> int:
+        """Runs left 'running' or 'queued' by a process that died are marked interrupted at start-up."""
+        with self.sessions.begin() as s:
+            res = s.execute(
+                update(IngestionRun)
+                .where(IngestionRun.state.in_(["running", "queued"]))
+                .values(state="interrupted", message="the process running this job stopped", finished_at=utcnow())
+            )
+            return res.rowcount or 0
