@@ -260,7 +260,7 @@ class LocalLLM(LLM):
                 ids.add(value)
             elif isinstance(value, (list, tuple)):
                 ids.update(v for v in value if isinstance(v, int))
-        for marker in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
+        for marker in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>"):
             tid = self.tokenizer.convert_tokens_to_ids(marker)
             if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
                 ids.add(tid)

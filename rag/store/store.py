@@ -13,10 +13,10 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
@@ -29,6 +29,7 @@ from rag.store.vectors import VectorIndex
 from rag.types import DocumentInfo
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class StoreError(Exception):
@@ -47,6 +48,15 @@ class ChunkRecord:
     end_char: int | None = None
     kind: str = "chunk"
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Changes:
+    """What one write transaction did to the vectors: FAISS applies it right after the SQL commit."""
+
+    removed: list[int] = field(default_factory=list)
+    added_ids: list[int] = field(default_factory=list)
+    added_vectors: list[np.ndarray] = field(default_factory=list)
 
 
 @dataclass
@@ -106,6 +116,10 @@ class Store:
             s.expunge(row)
             return row
 
+    def collection_name(self, collection_id: int) -> str:
+        with self.session() as s:
+            return s.scalar(select(Collection.name).where(Collection.id == collection_id)) or ""
+
     def collections(self) -> list[dict[str, Any]]:
         with self.session() as s:
             rows = s.execute(
@@ -152,6 +166,23 @@ class Store:
         if index.generation != generation:
             self._repair(coll, index, generation)
         return index
+
+    def write(self, coll: Collection, work: Callable[[Session, Changes], T]) -> T:
+        """Run ``work`` in one SQL transaction, then apply its vector changes to FAISS.
+
+        Both happen under the index lock, so a reader never sees (or repairs from) SQL rows that the writer
+        is about to add to FAISS itself; the index then reflects exactly the new SQL generation.
+        """
+        index = self.index(coll)
+        with index._lock:
+            changes = Changes()
+            with self.sessions.begin() as s:
+                result = work(s, changes)
+            index.remove(changes.removed)
+            if changes.added_ids:
+                index.add(np.asarray(changes.added_ids, dtype=np.int64), np.vstack(changes.added_vectors))
+            index.generation = self.generation(coll.id)
+        return result
 
     def _repair(self, coll: Collection, index: VectorIndex, generation: int) -> None:
         with index._lock:

@@ -81,10 +81,18 @@ class VectorIndex:
         with self._lock:
             self._index = self._empty()
 
-    def reconstruct(self, ids: list[int]) -> np.ndarray:
-        """Stored vectors of ``ids`` (all must be present)."""
+    def vectors(self, ids: list[int]) -> tuple[list[int], np.ndarray]:
+        """(ids present in the index, their stored vectors); absent ids are skipped, not an error."""
+        found: list[int] = []
+        vecs: list[np.ndarray] = []
         with self._lock:
-            return np.vstack([self._index.reconstruct(int(i)) for i in ids]) if ids else np.zeros((0, self.dim), "float32")
+            for i in ids:
+                try:
+                    vecs.append(self._index.reconstruct(int(i)))
+                except RuntimeError:
+                    continue
+                found.append(int(i))
+        return found, (np.vstack(vecs) if vecs else np.zeros((0, self.dim), "float32"))
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (scores, ids) for one normalised query vector; ``allowed`` restricts to those ids."""

@@ -1,0 +1,264 @@
+"""Ingestion: discover → diff → parse → chunk → embed → commit, per document, for one collection.
+
+Why it is shaped this way:
+- Unchanged files cost a stat and a hash, never a parse.
+- Documents are parsed and chunked one by one but embedded in batches across documents (corpora of many
+  short files would otherwise run the model at batch size 1-2), then committed each in its own savepoint of
+  one transaction: atomic per document, cheap per batch.
+- A file that fails is recorded with its reason and the run goes on; an interrupt leaves SQL consistent
+  (committed batches stay, the rest is redone next time) and FAISS is saved for what was committed.
+- One writer per collection, across threads and processes (a lock file in the data directory).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+from sqlalchemy.orm import Session
+
+from ingest.chunking import Chunker, TextChunk
+from ingest.discover import content_hash, discover
+from ingest.readers import ReadError, doc_type_for, read_document
+from rag.models.embedder import Embedder
+from rag.settings import Settings
+from rag.store.schema import Collection, Document
+from rag.store.store import Changes, ChunkRecord, Store
+from rag.types import FileOutcome, IngestReport
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, str], None]
+"""Called as (files done, files total, current path) after each file."""
+
+FLUSH_BATCHES = 8
+"""Documents are committed once this many embedding batches of chunks are waiting: large enough to keep the
+model busy at full batch size, small enough that an interrupt loses little work."""
+
+
+class Cancelled(Exception):
+    """Raised inside a run when its ``should_cancel`` callback says so."""
+
+
+@dataclass
+class _Pending:
+    path: Path
+    content_hash: str
+    size: int
+    mtime: float
+    doc_type: str
+    title: str | None
+    meta: dict
+    chunks: list[TextChunk]
+
+
+@dataclass
+class _Run:
+    coll: Collection
+    report: IngestReport
+    pending: list[_Pending] = field(default_factory=list)
+    pending_chunks: int = 0
+    last_save: float = field(default_factory=time.monotonic)
+
+
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+def writer_lock(settings: Settings, collection: str) -> tuple[threading.Lock, FileLock]:
+    """The (in-process, cross-process) pair of locks that makes one writer per collection."""
+    key = f"{settings.data_dir}:{collection}"
+    with _thread_locks_guard:
+        tlock = _thread_locks.setdefault(key, threading.Lock())
+    lock_dir = settings.data_dir / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in collection)
+    return tlock, FileLock(str(lock_dir / f"{safe}.lock"))
+
+
+class IngestPipeline:
+    def __init__(self, store: Store, embedder: Embedder, settings: Settings) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+        self.chunker = Chunker(
+            embedder.count_tokens,
+            lambda t: embedder.tokenizer.encode(t, add_special_tokens=False),
+            min(settings.chunk_size, embedder.max_tokens - 2),
+            settings.chunk_overlap,
+        )
+
+    # --- public ------------------------------------------------------------------------------------
+    def run(
+        self,
+        paths: list[str | Path],
+        collection: str = "default",
+        *,
+        progress: ProgressFn | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        summarize_pending: bool = False,
+    ) -> IngestReport:
+        started = time.monotonic()
+        tlock, flock = writer_lock(self.settings, collection)
+        with tlock, flock:
+            coll = self.store.collection(collection, model=self.embedder.name, dim=self.embedder.dim)
+            index = self.store.index(coll)  # repairs FAISS from SQL first if a previous run crashed
+            state = _Run(coll, IngestReport(collection=collection))
+            try:
+                self._run(state, paths, progress, should_cancel, summarize_pending)
+                self._flush(state, summarize_pending)
+            finally:
+                # After an interrupt the unflushed documents are simply redone by the next run; what was
+                # committed is persisted here (and would be repaired from SQL at the next open anyway).
+                index.save()
+                state.report.elapsed_s = time.monotonic() - started
+        return state.report
+
+    def delete(self, collection: str, doc_ids: list[int]) -> list[int]:
+        """Remove documents (and their chunks and vectors); returns the removed chunk ids."""
+        tlock, flock = writer_lock(self.settings, collection)
+        with tlock, flock:
+            coll = self.store.collection(collection)
+
+            def work(s: Session, changes: Changes) -> list[int]:
+                changes.removed = self.store.remove_documents(s, coll, doc_ids)
+                return changes.removed
+
+            removed = self.store.write(coll, work)
+            self.store.index(coll).save()
+            return removed
+
+    # --- the walk ----------------------------------------------------------------------------------
+    def _run(self, state: _Run, paths, progress, should_cancel, summarize_pending) -> None:  # noqa: ANN001
+        report = state.report
+        found = discover(paths, self.settings.ignore_patterns, lambda p: doc_type_for(p) is not None)
+        known = self.store.documents_by_path(state.coll.id)
+
+        gone_explicit = {str(p) for p in found.missing}
+        for path in found.missing:
+            if str(path) not in known:
+                report.files.append(FileOutcome(str(path), "failed", error="no such file or directory"))
+        for path in found.unsupported:
+            report.files.append(FileOutcome(str(path), "skipped", error=f"unsupported file type '{path.suffix or path.name}'"))
+
+        present = {str(p) for p in found.files}
+        roots = [str(r) + os.sep for r in found.roots]
+        removed = [
+            doc for path, doc in known.items()
+            if path not in present and (path in gone_explicit or any(path.startswith(r) for r in roots))
+        ]
+        self._remove(state, removed)
+
+        total = len(found.files)
+        for done, path in enumerate(found.files, start=1):
+            if should_cancel is not None and should_cancel():
+                raise Cancelled(f"cancelled after {done - 1} of {total} files")
+            report.files.append(self._visit(state, path, known.get(str(path)), summarize_pending))
+            if progress is not None:
+                progress(done, total, str(path))
+
+    def _remove(self, state: _Run, docs: list[Document]) -> None:
+        if not docs:
+            return
+        def work(s: Session, changes: Changes) -> None:
+            changes.removed = self.store.remove_documents(s, state.coll, [d.id for d in docs])
+
+        self.store.write(state.coll, work)
+        state.report.files.extend(FileOutcome(d.path, "removed") for d in docs)
+
+    def _visit(self, state: _Run, path: Path, known: Document | None, summarize_pending: bool) -> FileOutcome:
+        doc_type = doc_type_for(path) or ""
+        try:
+            st = path.stat()
+            if st.st_size > self.settings.max_file_bytes:
+                raise ReadError(
+                    f"file is {st.st_size / 2**20:.1f} MB, above the {self.settings.max_file_mb:g} MB limit (RAG_MAX_FILE_MB)"
+                )
+            digest = content_hash(path)
+        except FileNotFoundError:
+            if known is not None:
+                self._remove(state, [known])
+                return FileOutcome(str(path), "removed", error="file vanished during ingestion")
+            return FileOutcome(str(path), "failed", error="file vanished during ingestion")
+        except (OSError, ReadError) as exc:
+            status = "skipped" if isinstance(exc, ReadError) else "failed"
+            self._fail(state, path, "", 0, 0.0, doc_type, str(exc))
+            return FileOutcome(str(path), status, error=str(exc))  # type: ignore[arg-type]
+
+        if known is not None and known.content_hash == digest and known.status == "indexed":
+            return FileOutcome(str(path), "unchanged", chunks=known.chunk_count)
+        try:
+            parsed = read_document(path, self.settings.max_file_bytes)
+            chunks = self.chunker.split(parsed.text)
+            if not chunks:
+                raise ReadError("no text to index")
+        except ReadError as exc:
+            self._fail(state, path, digest, st.st_size, st.st_mtime, doc_type, str(exc))
+            return FileOutcome(str(path), "failed", error=str(exc))
+        except FileNotFoundError:
+            return FileOutcome(str(path), "failed", error="file vanished during ingestion")
+        state.pending.append(
+            _Pending(path, digest, st.st_size, st.st_mtime, parsed.doc_type, parsed.title, parsed.metadata, chunks)
+        )
+        state.pending_chunks += len(chunks)
+        outcome = FileOutcome(str(path), "updated" if known is not None else "added", chunks=len(chunks))
+        if state.pending_chunks >= FLUSH_BATCHES * self.settings.embed_batch_size:
+            self._flush(state, summarize_pending)
+        return outcome
+
+    def _fail(self, state: _Run, path: Path, digest: str, size: int, mtime: float, doc_type: str, error: str) -> None:
+        def work(s: Session, changes: Changes) -> None:
+            changes.removed = self.store.record_failure(
+                s, state.coll, path=str(path), content_hash=digest, size=size, mtime=mtime, doc_type=doc_type, error=error
+            )
+
+        self.store.write(state.coll, work)
+        log.info("ingest failed for %s: %s", path, error)
+
+    # --- embed + commit ----------------------------------------------------------------------------
+    def _flush(self, state: _Run, summarize_pending: bool) -> None:
+        if not state.pending:
+            return
+        batch, state.pending, state.pending_chunks = state.pending, [], 0
+        vectors = self.embedder.embed([c.text for p in batch for c in p.chunks])
+
+        def work(s: Session, changes: Changes) -> None:
+            offset = 0
+            for item in batch:
+                vecs = vectors[offset : offset + len(item.chunks)]
+                offset += len(item.chunks)
+                records = [
+                    ChunkRecord(c.position, c.text, c.token_count, v, c.start_char, c.end_char)
+                    for c, v in zip(item.chunks, vecs)
+                ]
+                try:
+                    with s.begin_nested():
+                        _, old_ids, new_ids = self.store.replace_document(
+                            s, state.coll, path=str(item.path), content_hash=item.content_hash, size=item.size,
+                            mtime=item.mtime, doc_type=item.doc_type, title=item.title, meta=item.meta,
+                            chunks=records, summary_pending=summarize_pending,
+                        )
+                except Exception as exc:  # one document's commit failure must not lose the batch
+                    log.exception("commit failed for %s", item.path)
+                    self._mark_failed(state, item.path, f"could not store document: {exc}")
+                    continue
+                changes.removed.extend(old_ids)
+                changes.added_ids.extend(new_ids)
+                changes.added_vectors.append(vecs)
+
+        self.store.write(state.coll, work)
+        if time.monotonic() - state.last_save > self.settings.index_save_interval_s:
+            self.store.index(state.coll).save()
+            state.last_save = time.monotonic()
+
+    @staticmethod
+    def _mark_failed(state: _Run, path: Path, error: str) -> None:
+        for outcome in state.report.files:
+            if outcome.path == str(path):
+                outcome.status, outcome.error, outcome.chunks = "failed", error, 0

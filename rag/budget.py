@@ -1,0 +1,185 @@
+"""Context-window budgeting: fit ranked passages into one request so that it never exceeds the window.
+
+The guarantee is exact: ``llm.count_messages(result.messages) + max_new_tokens <= llm.context_window``, counted with
+the generating model's own tokenizer on the fully rendered chat prompt. Passage sizes are first estimated piece by
+piece (fast), then the real rendered prompt is counted and the last passage shrunk or dropped until it fits, because
+a chat template and the joins between pieces can merge or split tokens at their boundaries.
+
+Policy: the question and the prompt scaffolding are never cut (if they alone do not fit, :class:`BudgetError`);
+passages enter in rank order while they fit; the first one that does not fit is truncated to the room left when that
+room is useful (``min_truncated_tokens``), otherwise dropped with all later ones (``overflow="truncate"``, one-call
+modes) or left for the next call (``overflow="stop"``, the batch walks of refine / tree_summarize).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, str]
+MIN_TRUNCATED_TOKENS = 32
+
+
+class TokenBudgetModel(Protocol):
+    """What budgeting needs of a model: its window and its own token counts (any LLM, or HFTokenCounter)."""
+
+    context_window: int
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def truncate(self, text: str, max_tokens: int) -> str: ...
+
+    def count_messages(self, messages: Sequence[Message]) -> int: ...
+
+
+class BudgetError(ValueError):
+    """The request cannot be built within the window (question + scaffolding too long, or no room for a passage)."""
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A passage to place: ``number`` is its ``[n]`` label, ``label`` (e.g. the document) is never truncated."""
+
+    number: int
+    text: str
+    label: str = ""
+
+
+@dataclass
+class PlacedPassage:
+    number: int
+    index: int  # position in the input sequence
+    text: str  # as placed; a prefix of the original when truncated
+    truncated: bool
+
+
+@dataclass
+class BudgetedPrompt:
+    messages: list[Message]
+    passages: list[PlacedPassage]
+    prompt_tokens: int  # real count of the rendered messages
+    max_new_tokens: int
+    context_window: int
+    next_index: int  # first input passage not placed; == len(input) when all were placed
+    dropped: int = 0  # passages not placed (with overflow="stop" they remain for the next call)
+    truncated: int = 0
+    scaffold_tokens: int = 0  # rendered prompt without any passage
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def numbers(self) -> list[int]:
+        return [p.number for p in self.passages]
+
+
+def numbered(passage: Passage, text: str) -> str:
+    """``[n] label\\ntext``: the label tells the model (and a reader) where the passage comes from."""
+    return f"[{passage.number}] {passage.label}\n{text}" if passage.label else f"[{passage.number}] {text}"
+
+
+def plain(passage: Passage, text: str) -> str:
+    """Unnumbered item (e.g. partial answers in tree_summarize's reduce step, which carry their own [n])."""
+    return f"- {text}"
+
+
+def build_messages(system: str, user: str) -> list[Message]:
+    messages: list[Message] = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": user})
+    return messages
+
+
+def budget_prompt(
+    llm: TokenBudgetModel,
+    *,
+    system: str,
+    template: str,
+    fields: Mapping[str, str],
+    passages: Sequence[Passage],
+    max_new_tokens: int,
+    start: int = 0,
+    overflow: Literal["truncate", "stop"] = "truncate",
+    formatter: Callable[[Passage, str], str] = numbered,
+    separator: str = "\n\n",
+    min_truncated_tokens: int = MIN_TRUNCATED_TOKENS,
+) -> BudgetedPrompt:
+    """Place ``passages[start:]`` into ``template`` (``{context}`` + ``fields``) within the window.
+
+    ``fields`` (question, existing answer …) are never truncated. Raises :class:`BudgetError` when they do not fit
+    with ``max_new_tokens``, or (``overflow="stop"``) when not even a truncated first passage fits.
+    """
+    window = llm.context_window
+    if max_new_tokens < 1:
+        raise BudgetError("max_new_tokens must be at least 1")
+
+    def render(placed: list[list]) -> list[Message]:
+        context = separator.join(formatter(passages[i], text) for i, text, _ in placed)
+        return build_messages(system, template.format(context=context, **fields))
+
+    scaffold = llm.count_messages(render([]))
+    if scaffold + max_new_tokens > window:
+        raise BudgetError(
+            f"the question and prompt need {scaffold} tokens + {max_new_tokens} for the answer, more than the "
+            f"context window of {window} tokens; shorten the question or lower max_new_tokens"
+        )
+
+    # 1. Estimate: piece by piece, in rank order. Entries are [input index, text as placed, truncated?].
+    room = window - max_new_tokens - scaffold
+    placed: list[list] = []
+    for index in range(start, len(passages)):
+        passage = passages[index]
+        cost = llm.count_tokens((separator if placed else "") + formatter(passage, passage.text))
+        if cost <= room:
+            placed.append([index, passage.text, False])
+            room -= cost
+            continue
+        # The first passage that does not fit: truncate it to the room left, if that is worth it.
+        if overflow == "truncate" or not placed:
+            overhead = llm.count_tokens((separator if placed else "") + formatter(passage, ""))
+            keep = room - overhead - 1  # one token of slack for the join
+            if keep >= min_truncated_tokens:
+                text = llm.truncate(passage.text, keep)
+                if text.strip():
+                    placed.append([index, text, True])
+        break
+
+    # 2. Verify with the real rendered count; shrink the last passage (or drop it) until it fits exactly.
+    messages = render(placed)
+    prompt_tokens = llm.count_messages(messages)
+    while prompt_tokens + max_new_tokens > window:
+        excess = prompt_tokens + max_new_tokens - window
+        last = placed[-1]  # non-empty: with no passages the scaffold fits (checked above)
+        keep = llm.count_tokens(last[1]) - excess - 1
+        # "stop" leaves a whole passage for the next call rather than cutting it, unless it is the only one.
+        may_cut = overflow == "truncate" or last[2] or len(placed) == 1
+        shorter = llm.truncate(last[1], keep) if may_cut and keep >= min_truncated_tokens else ""
+        if shorter.strip() and len(shorter) < len(last[1]):
+            last[1], last[2] = shorter, True
+            log.debug("budget: shrank passage [%d] by %d tokens after rendering", passages[last[0]].number, excess)
+        else:
+            placed.pop()
+        messages = render(placed)
+        prompt_tokens = llm.count_messages(messages)
+
+    if overflow == "stop" and not placed and start < len(passages):
+        raise BudgetError(
+            f"the context window of {window} tokens leaves no useful room for a passage "
+            f"(needs {min_truncated_tokens}) after the prompt and {max_new_tokens} answer tokens"
+        )
+
+    result_passages = [
+        PlacedPassage(number=passages[i].number, index=i, text=text, truncated=flag) for i, text, flag in placed
+    ]
+    return BudgetedPrompt(
+        messages=messages,
+        passages=result_passages,
+        prompt_tokens=prompt_tokens,
+        max_new_tokens=max_new_tokens,
+        context_window=window,
+        next_index=start + len(placed),
+        dropped=len(passages) - start - len(placed),
+        truncated=sum(1 for *_, flag in placed if flag),
+        scaffold_tokens=scaffold,
+    )

@@ -1,0 +1,204 @@
+"""The ``rag`` command line: typer for arguments, rich for progress and tables. Holds no logic of its own."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="Retrieval-augmented question answering over your own documents.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[
+    Optional[Path], typer.Option("--data-dir", "-d", help="Data directory (env RAG_DATA_DIR).", show_default=False)
+]
+CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="Collection name.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _rag(data_dir: Path | None, **overrides):  # noqa: ANN202 - returns rag.RAG
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from rag.engine import RAG
+
+    return RAG(data_dir, **overrides)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}", style="dim"), console=err, transient=False,
+    )
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest.")],
+    data_dir: DataDir = None,
+    collection: CollectionOpt = "default",
+    summarize: Annotated[
+        Optional[bool], typer.Option("--summarize/--no-summarize", help="Write LLM summaries (default: RAG_SUMMARIZE).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index new and changed files, skip unchanged ones, drop files gone from the folders."""
+    rag = _rag(data_dir)
+    with _progress() as bar:
+        task = bar.add_task("ingest", total=None, current="")
+
+        def progress(done: int, total: int, path: str) -> None:
+            bar.update(task, completed=done, total=total, current=Path(path).name[-40:])
+
+        report = rag.ingest(paths, collection, summarize=summarize, progress=progress)
+    if as_json:
+        console.print_json(json.dumps(report.to_dict()))
+    else:
+        counts = ", ".join(f"{n} {k}" for k, n in report.counts().items())
+        console.print(f"[bold]{report.collection}[/]: {counts} in {report.elapsed_s:.1f}s")
+        if report.summaries_written or report.summaries_failed:
+            console.print(f"summaries: {report.summaries_written} written, {report.summaries_failed} failed")
+        for f in report.failures:
+            console.print(f"  [red]{f.status}[/] {f.path}: {f.error}")
+
+
+@app.command()
+def search(
+    question: str,
+    data_dir: DataDir = None,
+    collection: CollectionOpt = "default",
+    top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
+    path_prefix: Annotated[Optional[str], typer.Option(help="Only documents under this path.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the passages retrieval finds for a question (no LLM)."""
+    hits = _rag(data_dir).retrieve(question, top_k, collection, path_prefix=path_prefix)
+    if as_json:
+        console.print_json(json.dumps([h.to_dict() for h in hits]))
+        return
+    if not hits:
+        console.print("no matching passages")
+    for rank, h in enumerate(hits, 1):
+        console.print(f"[bold]{rank}.[/] {h.document} [dim]#{h.position} {h.kind} score={h.score:.4f} cos={h.dense_score or 0:.3f}[/]")
+        console.print("   " + " ".join(h.text.split())[:300])
+
+
+@app.command()
+def ask(
+    question: str,
+    data_dir: DataDir = None,
+    collection: CollectionOpt = "default",
+    top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
+    mode: Annotated[Optional[str], typer.Option(help="compact | refine | tree_summarize")] = None,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print the answer as it is written.")] = True,
+    llm_model: Annotated[Optional[str], typer.Option("--model", help="LLM (env RAG_LLM_MODEL).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer a question from the documents, citing its sources."""
+    from rag.types import Answer
+
+    overrides = {"llm_model": llm_model} if llm_model else {}
+    rag = _rag(data_dir, **overrides)
+    if stream and not as_json:
+        answer = None
+        for piece in rag.stream(question, top_k, collection, mode=mode):
+            if isinstance(piece, Answer):
+                answer = piece
+            else:
+                console.print(piece, end="", soft_wrap=True, markup=False, highlight=False)
+        console.print()
+    else:
+        answer = rag.query(question, top_k, collection, mode=mode)
+        if not as_json:
+            console.print(answer.text, markup=False, highlight=False)
+    assert answer is not None
+    if as_json:
+        console.print_json(json.dumps(answer.to_dict()))
+        return
+    for s in answer.sources:
+        console.print(f"[dim][{s.number}] {s.document} #{s.position} (score {s.score:.4f})[/]")
+    u = answer.usage
+    console.print(
+        f"[dim]tokens: prompt {u.prompt_tokens} + completion {u.completion_tokens} of window {u.context_window}; "
+        f"chunks used {u.chunks_used}, dropped {u.chunks_dropped}, truncated {u.chunks_truncated}[/]"
+    )
+
+
+@app.command()
+def docs(data_dir: DataDir = None, collection: Annotated[Optional[str], typer.Option("--collection", "-c")] = None, as_json: JsonOpt = False) -> None:
+    """List documents with their state and summary."""
+    infos = _rag(data_dir).documents(collection)
+    if as_json:
+        console.print_json(json.dumps([d.to_dict() for d in infos]))
+        return
+    table = Table("id", "collection", "path", "type", "chunks", "status", "summary")
+    for d in infos:
+        status = d.status if d.status == "indexed" else f"[red]{d.status}[/]: {d.error}"
+        summary = d.summary_state if not d.summary else (d.summary[:80] + ("…" if len(d.summary) > 80 else ""))
+        table.add_row(str(d.id), d.collection, d.path, d.doc_type, str(d.chunks), status, summary)
+    console.print(table)
+
+
+@app.command()
+def delete(ref: Annotated[str, typer.Argument(help="Document id or path.")], data_dir: DataDir = None) -> None:
+    """Remove a document from the store and the index."""
+    try:
+        n = _rag(data_dir).delete(ref)
+    except KeyError as exc:
+        err.print(f"[red]{exc.args[0]}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"removed {ref} ({n} chunks)")
+
+
+@app.command()
+def summarize(
+    data_dir: DataDir = None,
+    collection: CollectionOpt = "default",
+    force: Annotated[bool, typer.Option(help="Rewrite existing summaries too (e.g. after changing the model).")] = False,
+) -> None:
+    """Write the pending document summaries (resumable)."""
+    rag = _rag(data_dir)
+    with _progress() as bar:
+        task = bar.add_task("summarize", total=None, current="")
+        written, failed = rag.summarize(
+            collection, force=force, progress=lambda d, t, p: bar.update(task, completed=d, total=t, current=Path(p).name[-40:])
+        )
+    console.print(f"summaries: {written} written, {failed} failed")
+
+
+@app.command()
+def collections(data_dir: DataDir = None) -> None:
+    """List collections."""
+    for c in _rag(data_dir).collections():
+        console.print(f"{c['name']}: {c['documents']} documents ({c['embed_model']}, {c['embed_dim']}-d)")
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+) -> None:
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+
+    from api.app import create_app
+    from rag.settings import Settings
+
+    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+if __name__ == "__main__":
+    app()

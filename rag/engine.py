@@ -1,0 +1,224 @@
+"""The engine: one object that owns settings, store and models; the SDK, CLI and API all call it.
+
+Models load lazily (a process that only lists documents never loads the embedder; one that only retrieves
+never loads the LLM) and are shared per process, so many ``RAG`` objects over one data directory are cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rag.settings import Settings
+from rag.store.store import Store, StoreError
+from rag.types import Answer, DocumentInfo, Hit, IngestReport
+
+log = logging.getLogger(__name__)
+
+
+class RAG:
+    """Retrieval-augmented QA over the documents of one data directory (or one shared database).
+
+    >>> rag = RAG("./my-data")
+    >>> rag.ingest(["docs/"])
+    >>> rag.query("How do I configure X?").text
+    """
+
+    def __init__(self, data_dir: str | Path | None = None, settings: Settings | None = None, **overrides: Any) -> None:
+        if settings is None:
+            if data_dir is not None:
+                overrides["data_dir"] = data_dir
+            settings = Settings(**overrides)
+        elif data_dir is not None or overrides:
+            settings = settings.model_copy(update={**overrides, **({"data_dir": Path(data_dir).resolve()} if data_dir else {})})
+        self.settings = settings
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.settings)
+        self._lock = threading.Lock()
+        self._embedder = None
+        self._retriever = None
+        self._pipeline = None
+        self._llm = None
+
+    # --- lazily loaded parts -------------------------------------------------------------------------
+    @property
+    def embedder(self):  # noqa: ANN201 - rag.models.embedder.Embedder
+        with self._lock:
+            if self._embedder is None:
+                from rag.models.embedder import load_embedder
+
+                self._embedder = load_embedder(self.settings)
+            return self._embedder
+
+    @property
+    def retriever(self):  # noqa: ANN201 - rag.retrieval.Retriever
+        if self._retriever is None:
+            from rag.retrieval import Retriever
+
+            self._retriever = Retriever(self.store, self.embedder, self.settings)
+        return self._retriever
+
+    @property
+    def pipeline(self):  # noqa: ANN201 - ingest.pipeline.IngestPipeline
+        if self._pipeline is None:
+            from ingest.pipeline import IngestPipeline
+
+            self._pipeline = IngestPipeline(self.store, self.embedder, self.settings)
+        return self._pipeline
+
+    @property
+    def llm(self):  # noqa: ANN201 - rag.models.llm.LLM
+        with self._lock:
+            if self._llm is None:
+                from rag.models import load_llm
+
+                self._llm = load_llm(self.settings)
+            return self._llm
+
+    # --- ingestion ---------------------------------------------------------------------------------
+    def ingest(
+        self,
+        paths: str | Path | list[str | Path],
+        collection: str = "default",
+        *,
+        summarize: bool | None = None,
+        progress: Callable[[int, int, str], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> IngestReport:
+        """Bring the collection in line with ``paths``: new and changed files are indexed, unchanged files
+        skipped, files gone from an ingested folder removed. With ``summarize`` (default: Settings), each new
+        or changed document then gets an LLM summary (chunks are searchable before that)."""
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        do_summaries = self.settings.summarize if summarize is None else summarize
+        report = self.pipeline.run(
+            list(paths), collection, progress=progress, should_cancel=should_cancel, summarize_pending=do_summaries
+        )
+        if do_summaries:
+            written, failed = self.summarize(collection, progress=progress, should_cancel=should_cancel)
+            report.summaries_written, report.summaries_failed = written, failed
+        return report
+
+    def summarize(
+        self,
+        collection: str = "default",
+        *,
+        documents: list[str | int] | None = None,
+        force: bool = False,
+        progress: Callable[[int, int, str], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> tuple[int, int]:
+        """Write summaries for documents whose summary is pending (or all/the given ones with ``force``);
+        resumable: an interrupted run leaves the rest pending. Returns (written, failed)."""
+        from ingest.summaries import Summarizer
+
+        doc_ids = None if documents is None else [self._document_id(d, collection) for d in documents]
+        summarizer = Summarizer(self.store, self.embedder, self.llm, self.settings)
+        return summarizer.run(collection, doc_ids=doc_ids, force=force, progress=progress, should_cancel=should_cancel)
+
+    def delete(self, path_or_id: str | int, collection: str | None = None) -> int:
+        """Remove a document (by id or path) from SQL and the index; returns the number of chunks removed."""
+        doc = self.store.find_document(path_or_id, collection)
+        if doc is None:
+            raise KeyError(f"no document {path_or_id!r}")
+        return len(self.pipeline.delete(self.store.collection_name(doc.collection_id), [doc.id]))
+
+    # --- reading -----------------------------------------------------------------------------------
+    def documents(self, collection: str | None = None) -> list[DocumentInfo]:
+        return self.store.document_infos(collection)
+
+    def document(self, path_or_id: str | int, collection: str | None = None) -> DocumentInfo:
+        doc_id = self._document_id(path_or_id, collection)
+        return self.store.document_infos(doc_ids=[doc_id])[0]
+
+    def summary(self, path_or_id: str | int, collection: str | None = None) -> str | None:
+        return self.document(path_or_id, collection).summary
+
+    def collections(self) -> list[dict[str, Any]]:
+        return self.store.collections()
+
+    def _document_id(self, path_or_id: str | int, collection: str | None) -> int:
+        doc = self.store.find_document(path_or_id, collection)
+        if doc is None:
+            raise KeyError(f"no document {path_or_id!r}")
+        return doc.id
+
+    # --- query -------------------------------------------------------------------------------------
+    def retrieve(
+        self,
+        question: str,
+        top_k: int | None = None,
+        collection: str = "default",
+        *,
+        path_prefix: str | None = None,
+        document_ids: list[int] | None = None,
+        mode: str = "hybrid",
+    ) -> list[Hit]:
+        """Ranked passages for ``question`` (no LLM involved)."""
+        if not question or not question.strip():
+            raise ValueError("the question is empty")
+        return self.retriever.retrieve(
+            question, collection=collection, top_k=top_k, path_prefix=path_prefix, document_ids=document_ids, mode=mode
+        )
+
+    def query(
+        self,
+        question: str,
+        top_k: int | None = None,
+        collection: str = "default",
+        *,
+        mode: str | None = None,
+        path_prefix: str | None = None,
+        document_ids: list[int] | None = None,
+    ) -> Answer:
+        """A grounded answer with numbered citations, or an abstention when nothing relevant was found."""
+        from rag.synthesis import should_abstain, synthesize
+
+        hits = self.retrieve(question, top_k, collection, path_prefix=path_prefix, document_ids=document_ids)
+        mode = mode or self.settings.synthesis_mode
+        if should_abstain(hits, self.settings):
+            return _abstention(hits, mode)
+        return synthesize(question, hits, self.llm, self.settings, mode=mode)
+
+    def stream(
+        self,
+        question: str,
+        top_k: int | None = None,
+        collection: str = "default",
+        *,
+        mode: str | None = None,
+        path_prefix: str | None = None,
+        document_ids: list[int] | None = None,
+    ) -> Iterator[str | Answer]:
+        """Text pieces as the model writes them, then the final ``Answer`` (sources and usage)."""
+        from rag.synthesis import should_abstain, stream_answer
+
+        hits = self.retrieve(question, top_k, collection, path_prefix=path_prefix, document_ids=document_ids)
+        mode = mode or self.settings.synthesis_mode
+        if should_abstain(hits, self.settings):
+            answer = _abstention(hits, mode)
+            yield answer.text
+            yield answer
+            return
+        yield from stream_answer(question, hits, self.llm, self.settings, mode=mode)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> RAG:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _abstention(hits: list[Hit], mode: str) -> Answer:
+    from rag.synthesis import abstain
+
+    return abstain(hits, mode)
+
+
+__all__ = ["RAG", "StoreError"]

@@ -1,0 +1,257 @@
+"""Ingestion end to end: real files, real embedder, real SQLite and FAISS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from rag import RAG
+from rag.store.schema import Chunk, Document
+from tests.conftest import REPO, shared_data
+
+
+def _write(folder: Path, files: dict[str, str | bytes]) -> None:
+    for name, content in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
+def assert_consistent(rag: RAG, collection: str = "default") -> set[int]:
+    """FAISS holds exactly the chunk ids SQL holds, and every indexed document has its chunks."""
+    coll = rag.store.collection(collection)
+    index = rag.store.index(coll)
+    with rag.store.session() as s:
+        sql_ids = set(s.scalars(select(Chunk.id).where(Chunk.collection_id == coll.id)))
+        for doc in s.scalars(select(Document).where(Document.collection_id == coll.id)):
+            n = s.scalar(select(func.count(Chunk.id)).where(Chunk.document_id == doc.id, Chunk.kind == "chunk"))
+            assert n == (doc.chunk_count if doc.status == "indexed" else 0), doc.path
+    assert set(index.ids().tolist()) == sql_ids
+    return sql_ids
+
+
+GARDEN = {
+    "plants/tomato.md": "# Tomatoes\n\nTomatoes need full sun and about 2.5 cm of water per week. Stake them early.",
+    "plants/basil.txt": "Basil is an annual herb. Pinch the flower buds so the plant keeps producing leaves.",
+    "pests.html": "<html><head><title>Garden pests</title><script>var x=1;</script></head><body><h1>Aphids</h1>"
+    "<p>Aphids cluster under leaves; a strong spray of water or ladybirds keep them down.</p></body></html>",
+}
+
+
+def test_change_detection_edit_delete_rename(make_rag, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _write(docs, GARDEN)
+    rag = make_rag()
+    first = rag.ingest(docs)
+    assert first.counts() == {"added": 3, "updated": 0, "unchanged": 0, "removed": 0, "failed": 0, "skipped": 0}
+    ids_before = assert_consistent(rag)
+
+    again = rag.ingest(docs)
+    assert again.unchanged == 3 and again.added == again.updated == again.removed == 0
+    assert assert_consistent(rag) == ids_before  # nothing re-embedded
+
+    (docs / "plants/basil.txt").write_text("Basil hates cold nights; bring pots indoors below 10 degrees Celsius.")
+    edited = rag.ingest(docs)
+    assert (edited.updated, edited.unchanged) == (1, 2)
+    hit = rag.retrieve("what temperature is too cold for basil", top_k=1)[0]
+    assert hit.document.endswith("basil.txt") and "10 degrees" in hit.text
+    assert not any("Pinch the flower" in h.text for h in rag.retrieve("pinch flower buds", top_k=5))
+
+    (docs / "pests.html").unlink()
+    removed = rag.ingest(docs)
+    assert removed.removed == 1 and removed.unchanged == 2
+    assert all(not h.document.endswith("pests.html") for h in rag.retrieve("aphids ladybirds", top_k=5))
+
+    (docs / "plants/tomato.md").rename(docs / "plants/tomatoes.md")
+    renamed = rag.ingest(docs)
+    assert (renamed.added, renamed.removed, renamed.unchanged) == (1, 1, 1)
+    assert sorted(Path(d.path).name for d in rag.documents()) == ["basil.txt", "tomatoes.md"]
+    assert_consistent(rag)
+
+
+def test_bad_inputs_are_reported_and_lose_nothing(make_rag, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _write(
+        docs,
+        {
+            **GARDEN,
+            "binary.txt": bytes(range(256)) * 40,
+            "empty.md": "",
+            "latin1.txt": "Caf\xe9 cr\xe8me br\xfbl\xe9e: the na\xefve g\xe2teau recipe of our fa\xe7ade bakery, with "
+            "cr\xe8me fra\xeeche and p\xe2te bris\xe9e, served \xe0 la carte.".encode("cp1252"),
+            "broken.pdf": b"%PDF-1.4\n1 0 obj<<>>\nthis is not really a pdf",
+            "image.png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 100,
+        },
+    )
+    huge = docs / "huge.txt"
+    with open(huge, "wb") as fh:  # 50 MB of real text, above the default 25 MB limit
+        line = b"a line of log text that repeats to make a very large file\n"
+        for _ in range(50 * 2**20 // len(line) + 1):
+            fh.write(line)
+    rag = make_rag()
+    report = rag.ingest([docs, tmp_path / "does-not-exist"])
+    by_name = {Path(f.path).name: f for f in report.files}
+    assert by_name["binary.txt"].status == "failed" and "binary" in by_name["binary.txt"].error
+    assert by_name["empty.md"].status == "failed" and "empty" in by_name["empty.md"].error
+    assert by_name["broken.pdf"].status == "failed" and by_name["broken.pdf"].error
+    assert by_name["huge.txt"].status == "skipped" and "MB" in by_name["huge.txt"].error
+    assert by_name["image.png"].status == "skipped" and "unsupported" in by_name["image.png"].error
+    assert by_name["does-not-exist"].status == "failed" and "no such file" in by_name["does-not-exist"].error
+    assert by_name["latin1.txt"].status == "added"
+    assert report.added == 4  # the three garden files + latin1
+    hit = rag.retrieve("crème fraîche pâte brisée", top_k=1)[0]
+    assert hit.document.endswith("latin1.txt") and "crème fraîche" in hit.text
+    failed = {Path(d.path).name: d for d in rag.documents() if d.status == "failed"}
+    assert {"binary.txt", "empty.md", "broken.pdf"} <= set(failed)
+    assert_consistent(rag)
+
+
+def test_empty_folder_and_vanishing_file(make_rag, tmp_path: Path) -> None:
+    rag = make_rag()
+    (tmp_path / "empty").mkdir()
+    report = rag.ingest(tmp_path / "empty")
+    assert report.files == []
+
+    docs = tmp_path / "docs"
+    _write(docs, {f"note{i:02d}.txt": f"Note number {i} about topic {i * 7}." for i in range(20)})
+    victim = docs / "note19.txt"
+
+    def progress(done: int, total: int, path: str) -> None:
+        if done == 1:
+            victim.unlink()  # vanishes after discovery, before it is read
+
+    report = rag.ingest(docs, progress=progress)
+    assert report.added == 19
+    assert [f.status for f in report.files if f.path == str(victim)] == ["failed"]
+    assert_consistent(rag)
+
+
+def test_index_is_repaired_from_sql_at_open(make_rag, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _write(docs, GARDEN)
+    data = tmp_path / "data"
+    rag = make_rag(data)
+    rag.ingest(docs)
+    ids = assert_consistent(rag)
+    index_file = rag.store.index(rag.store.collection("default")).path
+    rag.close()
+
+    index_file.write_bytes(b"torn write")  # a crash that left garbage where the index was
+    reopened = make_rag(data)
+    assert assert_consistent(reopened) == ids
+    assert reopened.retrieve("aphids", top_k=1)[0].document.endswith("pests.html")
+
+
+def test_killed_ingestion_ends_consistent(make_rag, tmp_path: Path) -> None:
+    """kill -9 in the middle of an ingest, then run it again: a consistent store with every document."""
+    docs = tmp_path / "docs"
+    _write(docs, {f"doc{i:03d}.txt": f"Document {i}. " + " ".join(f"word{i}_{j}" for j in range(150)) for i in range(150)})
+    data = tmp_path / "data"
+    env = {**os.environ, "RAG_DATA_DIR": str(data), "RAG_EMBED_BATCH_SIZE": "4"}  # commits every 32 chunks
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rag.cli", "ingest", str(docs)], cwd=REPO, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    db = data / "rag.db"
+    deadline = time.monotonic() + 120
+    killed_mid_run = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            rag = RAG(data)
+            n = len(rag.documents())
+            rag.close()
+            if n >= 10:
+                proc.send_signal(signal.SIGKILL)
+                killed_mid_run = n < 150
+                break
+        time.sleep(0.2)
+    proc.wait(timeout=60)
+    assert killed_mid_run, "the ingestion finished before it could be killed"
+
+    rag = make_rag(data)
+    assert_consistent(rag)  # FAISS was behind SQL; the open repaired it
+    report = rag.ingest(docs)
+    assert report.added + report.unchanged == 150 and report.failed == 0
+    assert len(rag.documents()) == 150
+    assert len(assert_consistent(rag)) >= 150
+
+
+def test_concurrent_writers_serialise(make_rag, tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write(a, {f"a{i}.txt": f"Alpha file {i} mentions apples and {i} oranges." for i in range(15)})
+    _write(b, {f"b{i}.txt": f"Beta file {i} mentions bicycles and {i} wheels." for i in range(15)})
+    rag = make_rag()
+    reports = {}
+    threads = [threading.Thread(target=lambda p=p: reports.__setitem__(p.name, rag.ingest(p))) for p in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert reports["a"].added == 15 and reports["b"].added == 15
+    assert len(rag.documents()) == 30
+    assert_consistent(rag)
+
+
+def test_delete_and_filters(make_rag, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _write(docs, GARDEN)
+    rag = make_rag()
+    rag.ingest(docs)
+    plants = str(docs / "plants")
+    hits = rag.retrieve("water", top_k=5, path_prefix=plants)
+    assert hits and all(h.document.startswith(plants) for h in hits)
+    pests = next(d for d in rag.documents() if d.path.endswith("pests.html"))
+    assert pests.title == "Garden pests"
+    assert rag.delete(pests.id) >= 1
+    assert all(d.id != pests.id for d in rag.documents())
+    with pytest.raises(KeyError):
+        rag.delete(pests.id)
+    assert_consistent(rag)
+
+
+def test_mixed_real_files(make_rag) -> None:
+    mixed = shared_data("mixed-docs")
+    rag = make_rag()
+    report = rag.ingest(mixed)
+    assert len(report.files) >= 40
+    assert report.added >= 20
+    for f in report.failures:
+        assert f.error, f.path
+    assert_consistent(rag)
+
+
+def test_retrieval_quality_on_squad_paragraphs(make_rag, tmp_path: Path) -> None:
+    from tests.conftest import write_squad_corpus
+
+    questions = write_squad_corpus(tmp_path / "squad")
+    rag = make_rag()
+    report = rag.ingest(tmp_path / "squad")
+    assert report.added >= 150
+    sample = questions[::5]
+    found = 0
+    for q in sample:
+        names = {Path(h.document).stem for h in rag.retrieve(q["question"], top_k=5)}
+        found += bool(names & set(q["gold_ids"]))
+    assert found / len(sample) >= 0.8, f"hit@5 {found}/{len(sample)}"
+    dense = rag.retrieve(sample[0]["question"], top_k=3, mode="dense")
+    assert all(h.dense_score is not None for h in dense)
+    assert np.all(np.diff([h.score for h in dense]) <= 0)
+
+
+def test_postgres_store(pg_url: str, make_rag, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _write(docs, GARDEN)
+    rag = make_rag(tmp_path / "pgdata", database_url=pg_url)
+    assert rag.ingest(docs).added == 3
+    assert rag.ingest(docs).unchanged == 3
+    assert rag.retrieve("aphids", top_k=1)[0].document.endswith("pests.html")
+    assert_consistent(rag)
