@@ -570,7 +570,7 @@ def _parse_eml(data: bytes, _max: int) -> Parsed:
     if body_part is not None and body_part.get_content_type() == "text/html":
         body = _html_to_text(body)[0]
     head = "\n".join(f"{name}: {value}" for name, value in headers.items())
-    metadata = {name.lower(): value for name, value in headers.items() if name != "Subject"}
+    metadata: dict[str, Any] = {name.lower(): value for name, value in headers.items() if name != "Subject"}
     metadata["attachments"] = sum(1 for _ in message.iter_attachments())
     return f"{head}\n\n{body}", headers.get("Subject"), metadata
 
