@@ -45,6 +45,8 @@ class ReadError(Exception):
 
 @dataclass
 class ParsedDocument:
+    """One file's text and what we learned about it; the chunker and the store take it from here."""
+
     text: str  # normalised: NFC, no NULs/control chars, paragraphs separated by exactly "\n\n"
     title: str | None
     doc_type: str  # 'txt', 'md', 'html', 'pdf', 'docx', 'pptx', 'xlsx', 'odt', 'epub', 'eml', 'rtf', ...
@@ -113,7 +115,7 @@ _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\ufeff\ud800-\udfff]
 _LIGATURES = str.maketrans(
     {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl", "\ufb05": "st", "\ufb06": "st"}
 )
-_TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
+_TRAILING_SPACE = re.compile(r"[^\S\n]+$", re.MULTILINE)  # any whitespace but the newline
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
 
@@ -169,7 +171,6 @@ _BOMS = [  # (bom, codec, name recorded); UTF-32 first: its LE BOM starts with U
     (codecs.BOM_UTF16_LE, "utf-16-le", "utf-16"), (codecs.BOM_UTF16_BE, "utf-16-be", "utf-16"),
 ]  # fmt: skip
 _SNIFF = 8192
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _BAD_CONTROL = re.compile("[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")  # ESC (\x1b) allowed: coloured logs
 
 
@@ -206,7 +207,8 @@ def _decode_unmarked(data: bytes, declared: str | None) -> tuple[str, str]:
     # detection would instead re-read every multibyte character as mojibake.
     text = data.decode("utf-8", "replace")
     bad = text.count("\ufffd")
-    if len(_NON_ASCII.findall(text)) - bad >= 10 * bad:
+    non_ascii = len(text) - len(text.encode("ascii", "ignore"))
+    if non_ascii - bad >= 10 * bad:
         return text, "utf-8"
     # charset_normalizer reads short Western text as CJK ('johab') or Baltic ('cp1257'). windows-1252, by far the
     # most common legacy encoding, wins unless another reads the bytes clearly better (less "chaos"); Cyrillic,
@@ -245,7 +247,10 @@ _pypdf_log.propagate = False
 
 @contextmanager
 def _warnings_to_debug() -> Iterator[None]:
-    """Parsers (openpyxl, python-docx) also use warnings.warn for recoverable quirks: log them at debug."""
+    """Parsers (openpyxl, python-docx) also use warnings.warn for recoverable quirks: log them at debug.
+
+    catch_warnings is process-wide; a warning another thread raises meanwhile is logged here too, which is harmless.
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
@@ -549,12 +554,16 @@ def _parse_epub(data: bytes, max_bytes: int) -> Parsed:
         opf_path = rootfile.get("full-path")
         package = etree.fromstring(zf.read(opf_path), _XML_PARSER)
         manifest = {item.get("id"): item for item in package.iter("{*}item")}
+        names = set(zf.namelist())
         chapters = []
         for ref in package.iter("{*}itemref"):
             item = manifest.get(ref.get("idref"))
             if item is None or "html" not in (item.get("media-type") or "") or not item.get("href"):
                 continue
             name = posixpath.normpath(posixpath.join(posixpath.dirname(opf_path), unquote(item.get("href"))))
+            if name not in names:  # a dangling spine entry costs that chapter, not the book
+                log.debug("epub: spine item %s is missing", name)
+                continue
             markup = zf.read(name)
             chapters.append(_html_to_text(_decode(markup, _declared_charset(markup))[0])[0])
         title = package.findtext(".//{*}metadata/{*}title")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import random
 import time
 import zipfile
 from pathlib import Path
@@ -408,6 +409,26 @@ def test_every_mixed_file_reads_or_fails_cleanly(path: Path) -> None:
         assert "\x00" not in doc.text and "\n\n\n" not in doc.text
         json.dumps(doc.metadata)
     assert time.perf_counter() - started < 20
+
+
+@needs_mixed
+@pytest.mark.parametrize("suffix", [".pdf", ".docx", ".pptx", ".xlsx", ".odt", ".epub", ".html", ".eml"])
+def test_damaged_copies_of_mixed_files_fail_cleanly(tmp_path: Path, suffix: str) -> None:
+    """Truncated, holed and bit-flipped copies of real files: a ParsedDocument or a ReadError, nothing else."""
+    rng = random.Random(suffix)
+    for path in [p for p in MIXED_FILES if p.suffix == suffix and doc_type_for(p)][:4]:
+        data = path.read_bytes()
+        flipped = bytearray(data)
+        for _ in range(10):
+            flipped[rng.randrange(len(data))] = rng.randrange(256)
+        hole = rng.randrange(len(data))
+        for damaged in (data[: len(data) // 2], data[:hole] + data[hole + 300 :], bytes(flipped)):
+            try:
+                doc = read_document(write(tmp_path, "damaged" + suffix, damaged), LIMIT)
+            except ReadError as exc:
+                assert str(exc)
+            else:
+                assert doc.text.strip()
 
 
 @needs_mixed
