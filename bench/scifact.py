@@ -1,0 +1,185 @@
+"""SciFact benchmark: retrieval quality, ingestion throughput and latency, ours vs the plain LlamaIndex recipe.
+
+    python bench/scifact.py                 # everything (baseline included, ~10 min on 2 cores)
+    python bench/scifact.py --skip-baseline # ours only
+
+Each system runs in its own subprocess so peak RSS is its own. Documents are written as one text file each
+(title, blank line, abstract) — the service ingests folders — and rankings are collapsed from chunks to
+documents (best chunk rank) before nDCG@10 / recall@10 against the BEIR qrels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = REPO.parent / "shared" / "data" / "scifact"
+
+
+def load() -> tuple[list[dict], list[dict], dict[str, dict[str, int]]]:
+    corpus = [json.loads(line) for line in (DATA / "corpus.jsonl").read_text().splitlines()]
+    queries = [json.loads(line) for line in (DATA / "queries.jsonl").read_text().splitlines()]
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (DATA / "qrels_test.tsv").read_text().splitlines()[1:]:
+        qid, did, rel = line.split("\t")
+        qrels.setdefault(qid, {})[did] = int(rel)
+    queries = [q for q in queries if q["id"] in qrels]
+    return corpus, queries, qrels
+
+
+def ndcg_recall(ranked: list[str], rel: dict[str, int], k: int = 10) -> tuple[float, float]:
+    dcg = sum(rel.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
+    ideal = sum(r / math.log2(i + 2) for i, r in enumerate(sorted(rel.values(), reverse=True)[:k]))
+    recall = len(set(ranked[:k]) & {d for d, r in rel.items() if r > 0}) / max(1, sum(1 for r in rel.values() if r > 0))
+    return (dcg / ideal if ideal else 0.0), recall
+
+
+def doc_ranking(paths: list[str]) -> list[str]:
+    seen: list[str] = []
+    for p in paths:
+        doc = Path(p).stem
+        if doc not in seen:
+            seen.append(doc)
+    return seen
+
+
+def evaluate(search, queries, qrels, repeats: int = 1) -> dict:  # noqa: ANN001 - search(question) -> list[path]
+    ndcgs, recalls, lat = [], [], []
+    for q in queries:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            paths = search(q["question"])
+            lat.append((time.perf_counter() - t) * 1000)
+        n, r = ndcg_recall(doc_ranking(paths), qrels[q["id"]])
+        ndcgs.append(n)
+        recalls.append(r)
+    lat.sort()
+    return {
+        "ndcg@10": round(statistics.mean(ndcgs), 4),
+        "recall@10": round(statistics.mean(recalls), 4),
+        "p50_ms": round(lat[len(lat) // 2], 2),
+        "p95_ms": round(lat[int(len(lat) * 0.95)], 2),
+    }
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_corpus(folder: Path, corpus: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for doc in corpus:
+        (folder / f"{doc['id']}.txt").write_text(f"{doc['title']}\n\n{doc['text']}")
+
+
+def run_ours(folder: Path, work: Path) -> dict:
+    from rag import RAG
+
+    corpus, queries, qrels = load()
+    rag = RAG(work / "data")
+    rag.embedder  # load the model outside the timed region, as the baseline does
+    t = time.perf_counter()
+    report = rag.ingest(folder)
+    ingest_s = time.perf_counter() - t
+    t = time.perf_counter()
+    again = rag.ingest(folder)
+    reingest_s = time.perf_counter() - t
+    out = {
+        "system": "ours",
+        "docs": report.added,
+        "chunks": sum(f.chunks for f in report.files),
+        "ingest_s": round(ingest_s, 1),
+        "docs_per_s": round(report.added / ingest_s, 1),
+        "reingest_s": round(reingest_s, 2),
+        "reingest_unchanged": again.unchanged,
+        "reingest_speedup": round(ingest_s / reingest_s, 1),
+        "peak_rss_mb": round(peak_rss_mb()),
+    }
+    for mode in ("dense", "lexical", "hybrid"):
+        rag.retrieve("warm up", top_k=50, mode=mode)
+        out[mode] = evaluate(lambda q, m=mode: [h.document for h in rag.retrieve(q, top_k=50, mode=m)], queries, qrels)
+    return out
+
+
+def run_baseline(folder: Path, work: Path) -> dict:
+    import faiss
+    from llama_index.core import Settings as LISettings
+    from llama_index.core import SimpleDirectoryReader, StorageContext, VectorStoreIndex
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from llama_index.vector_stores.faiss import FaissVectorStore
+
+    from rag.models.embedder import resolve_embed_model
+
+    corpus, queries, qrels = load()
+    LISettings.llm = None
+    embed = HuggingFaceEmbedding(model_name=resolve_embed_model("bundled:all-MiniLM-L6-v2"), device="cpu")
+    t = time.perf_counter()
+    docs = SimpleDirectoryReader(str(folder)).load_data()
+    store = FaissVectorStore(faiss_index=faiss.IndexFlatL2(384))
+    index = VectorStoreIndex.from_documents(
+        docs, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=embed
+    )
+    ingest_s = time.perf_counter() - t
+    retriever = index.as_retriever(similarity_top_k=50)
+    retriever.retrieve("warm up")
+    out = {
+        "system": "llamaindex-recipe",
+        "docs": len(docs),
+        "ingest_s": round(ingest_s, 1),
+        "docs_per_s": round(len(docs) / ingest_s, 1),
+        "peak_rss_mb": round(peak_rss_mb()),
+        "dense": evaluate(lambda q: [n.node.metadata["file_path"] for n in retriever.retrieve(q)], queries, qrels),
+    }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--only", choices=["ours", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scifact.json")
+    args = parser.parse_args()
+    if not DATA.exists():
+        sys.exit(f"{DATA} not found")
+    if args.only:  # child process: one system, JSON on stdout
+        with tempfile.TemporaryDirectory() as work:
+            fn = run_ours if args.only == "ours" else run_baseline
+            print(json.dumps(fn(args.folder, Path(work))))
+        return
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "scifact"
+        write_corpus(folder, load()[0])
+        for system in ["ours"] + ([] if args.skip_baseline else ["baseline"]):
+            proc = subprocess.run(
+                [sys.executable, __file__, "--only", system, "--folder", str(folder)],
+                capture_output=True, text=True, check=True,
+            )
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(json.dumps(results[-1], indent=1), flush=True)
+    if len(results) == 2:
+        ours, base = results
+        print(
+            f"throughput ratio {ours['docs_per_s'] / base['docs_per_s']:.2f}x; "
+            f"hybrid nDCG@10 {ours['hybrid']['ndcg@10']} vs baseline {base['dense']['ndcg@10']}"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
