@@ -397,6 +397,19 @@ class Store:
         with self.sessions.begin() as s:
             s.execute(update(IngestionRun).where(IngestionRun.id == run_id).values(**values))
 
+    def transition_run(self, run_id: str, from_states: Iterable[str], **values: Any) -> bool:
+        """Update a run only if it is still in one of ``from_states`` (compare-and-set); True if it was.
+
+        Job state changes race (a worker starting a queued job while a client, possibly on another replica,
+        cancels it); this makes each change atomic in SQL instead of a read followed by a write."""
+        with self.sessions.begin() as s:
+            res = s.execute(
+                update(IngestionRun)
+                .where(IngestionRun.id == run_id, IngestionRun.state.in_(list(from_states)))
+                .values(**values)
+            )
+            return bool(res.rowcount)
+
     def get_run(self, run_id: str) -> IngestionRun | None:
         with self.session() as s:
             return s.get(IngestionRun, run_id)
@@ -410,7 +423,7 @@ class Store:
         with self.sessions.begin() as s:
             res = s.execute(
                 update(IngestionRun)
-                .where(IngestionRun.state.in_(["running", "queued"]))
+                .where(IngestionRun.state.in_(["running", "queued", "cancelling"]))
                 .values(state="interrupted", message="the process running this job stopped", finished_at=utcnow())
             )
             return res.rowcount or 0
