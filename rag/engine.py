@@ -175,13 +175,13 @@ class RAG:
         document_ids: list[int] | None = None,
     ) -> Answer:
         """A grounded answer with numbered citations, or an abstention when nothing relevant was found."""
-        from rag.synthesis import should_abstain, synthesize
+        from rag.synthesis import abstain, should_abstain, synthesize
 
         hits = self.retrieve(question, top_k, collection, path_prefix=path_prefix, document_ids=document_ids)
         mode = mode or self.settings.synthesis_mode
-        if should_abstain(hits, self.settings):
-            return _abstention(hits, mode)
-        return synthesize(question, hits, self.llm, self.settings, mode=mode)
+        if should_abstain(hits, self.settings):  # decided before the LLM is even loaded
+            return abstain(hits, mode, self.settings)
+        return synthesize(question, hits, self.llm, self.settings, mode, apply_abstention=False)
 
     def stream(
         self,
@@ -194,16 +194,16 @@ class RAG:
         document_ids: list[int] | None = None,
     ) -> Iterator[str | Answer]:
         """Text pieces as the model writes them, then the final ``Answer`` (sources and usage)."""
-        from rag.synthesis import should_abstain, stream_answer
+        from rag.synthesis import abstain, should_abstain, stream_answer
 
         hits = self.retrieve(question, top_k, collection, path_prefix=path_prefix, document_ids=document_ids)
         mode = mode or self.settings.synthesis_mode
         if should_abstain(hits, self.settings):
-            answer = _abstention(hits, mode)
+            answer = abstain(hits, mode, self.settings)
             yield answer.text
             yield answer
             return
-        yield from stream_answer(question, hits, self.llm, self.settings, mode=mode)
+        yield from stream_answer(question, hits, self.llm, self.settings, mode, apply_abstention=False)
 
     def close(self) -> None:
         self.store.close()
@@ -213,12 +213,6 @@ class RAG:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _abstention(hits: list[Hit], mode: str) -> Answer:
-    from rag.synthesis import abstain
-
-    return abstain(hits, mode)
 
 
 __all__ = ["RAG", "StoreError"]
