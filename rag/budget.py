@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class BudgetedPrompt:
     dropped: int = 0  # passages not placed (with overflow="stop" they remain for the next call)
     truncated: int = 0
     scaffold_tokens: int = 0  # rendered prompt without any passage
-    extra: dict = field(default_factory=dict)
+    shrinks: int = 0  # times the real rendered count forced a cut after the estimate (template boundary effects)
 
     @property
     def numbers(self) -> list[int]:
@@ -148,7 +148,9 @@ def budget_prompt(
     # 2. Verify with the real rendered count; shrink the last passage (or drop it) until it fits exactly.
     messages = render(placed)
     prompt_tokens = llm.count_messages(messages)
+    shrinks = 0
     while prompt_tokens + max_new_tokens > window:
+        shrinks += 1
         excess = prompt_tokens + max_new_tokens - window
         last = placed[-1]  # non-empty: with no passages the scaffold fits (checked above)
         keep = llm.count_tokens(last[1]) - excess - 1
@@ -182,4 +184,5 @@ def budget_prompt(
         dropped=len(passages) - start - len(placed),
         truncated=sum(1 for *_, flag in placed if flag),
         scaffold_tokens=scaffold,
+        shrinks=shrinks,
     )

@@ -134,20 +134,24 @@ def should_abstain(hits: Sequence[Hit], settings: Settings) -> bool:
     return bool(dense) and max(dense) < settings.abstain_threshold
 
 
-def abstained_answer(
-    hits: Sequence[Hit], settings: Settings, mode: str = "compact", llm: LLM | None = None
+def abstain(
+    hits: Sequence[Hit], mode: str = "compact", settings: Settings | None = None, llm: LLM | None = None
 ) -> Answer:
-    """The fixed answer given without calling the model."""
-    window = 0
-    if llm is not None:
+    """The fixed abstention answer, given without calling the model (``settings``/``llm`` only fill in usage)."""
+    window = settings.context_window or 0 if settings is not None else 0
+    if llm is not None and not window:
         try:
             window = llm.context_window
         except (ValueError, RuntimeError):  # e.g. an HTTP backend that cannot be reached: abstaining needs no model
-            window = settings.context_window or 0
+            window = 0
     return Answer(
         text=ABSTAIN_MESSAGE,
         sources=[],
-        usage=Usage(context_window=window, max_new_tokens=settings.max_new_tokens, chunks_dropped=len(hits)),
+        usage=Usage(
+            context_window=window,
+            max_new_tokens=settings.max_new_tokens if settings is not None else 0,
+            chunks_dropped=len(hits),
+        ),
         abstained=True,
         mode=mode,
         hits=list(hits),
@@ -198,21 +202,37 @@ class _Run:
         self.completion += gen.completion_tokens
 
 
-def _budget(run: _Run, question: str, passages: Sequence[Passage], *, template: str, start: int = 0,
-            overflow: Literal["truncate", "stop"] = "stop", existing_answer: str | None = None,
-            formatter=None) -> BudgetedPrompt:
+def _budget(
+    run: _Run,
+    question: str,
+    passages: Sequence[Passage],
+    *,
+    template: str,
+    start: int = 0,
+    overflow: Literal["truncate", "stop"] = "stop",
+    existing_answer: str | None = None,
+    formatter=None,
+) -> BudgetedPrompt:
     fields = {"question": question}
     if existing_answer is not None:
         fields["existing_answer"] = existing_answer
     kwargs = {"formatter": formatter} if formatter is not None else {}
     return budget_prompt(
-        run.llm, system=SYSTEM_PROMPT, template=template, fields=fields, passages=passages,
-        max_new_tokens=run.max_new_tokens, start=start, overflow=overflow, **kwargs,
+        run.llm,
+        system=SYSTEM_PROMPT,
+        template=template,
+        fields=fields,
+        passages=passages,
+        max_new_tokens=run.max_new_tokens,
+        start=start,
+        overflow=overflow,
+        **kwargs,
     )
 
 
-def _pack(run: _Run, question: str, passages: Sequence[Passage], *, template: str, formatter=None
-          ) -> list[BudgetedPrompt]:
+def _pack(
+    run: _Run, question: str, passages: Sequence[Passage], *, template: str, formatter=None
+) -> list[BudgetedPrompt]:
     """Split all passages into consecutive batches, each one budgeted request."""
     batches: list[BudgetedPrompt] = []
     start = 0
@@ -229,8 +249,10 @@ def _final(run: _Run, prompt: BudgetedPrompt, streaming: bool) -> Generator[str,
     if not streaming:
         return run.call(prompt).text
     stream = run.llm.stream(
-        prompt.messages, max_new_tokens=run.max_new_tokens,
-        temperature=run.settings.temperature, top_p=run.settings.top_p,
+        prompt.messages,
+        max_new_tokens=run.max_new_tokens,
+        temperature=run.settings.temperature,
+        top_p=run.settings.top_p,
     )
     citations = CitationFilter(valid)
     try:
@@ -267,8 +289,7 @@ def _refine(run: _Run, question: str, passages: list[Passage], streaming: bool) 
             if answer is None:
                 prompt = _budget(run, question, passages, template=COMPACT_TEMPLATE, start=start)
             else:
-                prompt = _budget(run, question, passages, template=REFINE_TEMPLATE, start=start,
-                                 existing_answer=answer)
+                prompt = _budget(run, question, passages, template=REFINE_TEMPLATE, start=start, existing_answer=answer)
         except BudgetError:
             if answer is None:
                 raise
@@ -315,15 +336,23 @@ def _tree(run: _Run, question: str, passages: list[Passage], streaming: bool) ->
 _STRATEGIES = {"compact": _compact, "refine": _refine, "tree_summarize": _tree}
 
 
-def _answer(question: str, hits: Sequence[Hit], llm: LLM, settings: Settings, mode: str | None, streaming: bool,
-            max_new_tokens: int | None, abstain: bool) -> Generator[str, None, Answer]:
+def _answer(
+    question: str,
+    hits: Sequence[Hit],
+    llm: LLM,
+    settings: Settings,
+    mode: str | None,
+    streaming: bool,
+    max_new_tokens: int | None,
+    apply_abstention: bool,
+) -> Generator[str, None, Answer]:
     mode = mode or settings.synthesis_mode
     if mode not in _STRATEGIES:
         raise ValueError(f"unknown synthesis mode {mode!r}; choose one of {', '.join(MODES)}")
     if not question.strip():
         raise ValueError("the question is empty")
-    if abstain and should_abstain(hits, settings) or not hits:
-        answer = abstained_answer(hits, settings, mode, llm)
+    if (apply_abstention and should_abstain(hits, settings)) or not hits:
+        answer = abstain(hits, mode, settings, llm)
         if streaming:
             yield answer.text
         return answer
@@ -336,8 +365,16 @@ def _answer(question: str, hits: Sequence[Hit], llm: LLM, settings: Settings, mo
     cited = [n for n in parse_citations(text) if n in shown]
     numbers = sorted(cited) if cited else sorted(shown)  # nothing cited: show what the answer was drawn from
     sources = [
-        Source(number=n, document=h.document, document_id=h.document_id, chunk_id=h.chunk_id,
-               position=h.position, text=h.text, score=h.score, kind=h.kind)
+        Source(
+            number=n,
+            document=h.document,
+            document_id=h.document_id,
+            chunk_id=h.chunk_id,
+            position=h.position,
+            text=h.text,
+            score=h.score,
+            kind=h.kind,
+        )
         for n in numbers
         for h in (hits[n - 1],)
     ]
@@ -362,13 +399,13 @@ def synthesize(
     mode: str | None = None,
     *,
     max_new_tokens: int | None = None,
-    abstain: bool = True,
+    apply_abstention: bool = True,
 ) -> Answer:
     """Answer ``question`` from ``hits`` (in rank order) with ``mode`` (default ``settings.synthesis_mode``).
 
-    With ``abstain`` (default) the abstention rule is applied first, so callers need not check it themselves.
+    With ``apply_abstention`` (default) the abstention rule is applied first, so callers need not check it themselves.
     """
-    gen = _answer(question, hits, llm, settings, mode, False, max_new_tokens, abstain)
+    gen = _answer(question, hits, llm, settings, mode, False, max_new_tokens, apply_abstention)
     while True:
         try:
             next(gen)
@@ -384,8 +421,8 @@ def stream_answer(
     mode: str | None = None,
     *,
     max_new_tokens: int | None = None,
-    abstain: bool = True,
+    apply_abstention: bool = True,
 ) -> Iterator[str | Answer]:
     """Yield text pieces as the final call generates them, then the :class:`Answer` (sources + usage) last."""
-    answer = yield from _answer(question, hits, llm, settings, mode, True, max_new_tokens, abstain)
+    answer = yield from _answer(question, hits, llm, settings, mode, True, max_new_tokens, apply_abstention)
     yield answer

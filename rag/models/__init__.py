@@ -1,6 +1,6 @@
 """Model loading: the embedder and the generating LLM (local transformers or an OpenAI-compatible server).
 
-``load_llm`` keeps one loaded model per (backend, model, device, window, base URL) in this process, so several
+``load_llm`` keeps one LLM per (backend, model, device, window / base URL) in this process, so several
 ``RAG`` objects — or an API server creating one per request — share weights instead of reloading them.
 """
 
@@ -19,9 +19,18 @@ _llm_cache_lock = threading.Lock()
 
 def _llm_key(settings: Settings) -> tuple:
     if settings.llm_backend == "openai":
-        return ("openai", settings.llm_model, settings.llm_base_url, settings.llm_api_key,
-                settings.llm_tokenizer, settings.llm_token_margin, settings.context_window)
-    return ("local", settings.llm_model, settings.device, settings.context_window, str(settings.data_dir))
+        return (
+            "openai",
+            settings.llm_model,
+            settings.llm_base_url,
+            settings.llm_api_key,
+            settings.llm_tokenizer,
+            settings.llm_token_margin,
+            settings.context_window,
+        )
+    # A bundled name or a path means the same weights whatever the data directory; LocalLLM also shares weights
+    # between window overrides, so this key only avoids rebuilding the wrapper.
+    return ("local", settings.llm_model, settings.device, settings.context_window)
 
 
 def load_llm(settings: Settings) -> LLM:
@@ -48,4 +57,4 @@ def clear_llm_cache() -> None:
         _llm_cache.clear()
 
 
-__all__ = ["load_llm", "clear_llm_cache"]
+__all__ = ["clear_llm_cache", "load_llm"]

