@@ -1,0 +1,207 @@
+"""Background ingestion jobs: ``RAG.ingest`` in worker threads, with state persisted in SQL.
+
+Why this shape:
+- SQL (``ingestion_runs``) is the only record of a job, so a restart or another replica behind the same
+  database shows what happened; this process only keeps the threads and their cancel flags.
+- Every state change is a compare-and-set (``Store.transition_run``): a worker starting a job and a client
+  cancelling it cannot both win, even from two replicas.
+- Cancelling a running job sets it to ``cancelling`` in SQL; the worker's ``should_cancel`` reads its local
+  flag on every file and SQL at most once a second, so a cancel sent to any replica reaches the worker.
+- Progress is written at most twice a second: a job over 10,000 small files must not be 10,000 UPDATEs.
+- Two jobs on one collection serialise inside the engine (one writer per collection); queries never wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from api.errors import APIError
+from rag.store.schema import IngestionRun, utcnow
+
+if TYPE_CHECKING:
+    from api.metrics import Metrics
+    from rag.engine import RAG
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("done", "failed", "cancelled", "interrupted")
+PROGRESS_INTERVAL_S = 0.5
+REMOTE_CANCEL_POLL_S = 1.0
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def run_to_dict(run: IngestionRun) -> dict[str, Any]:
+    """The public shape of a job (``api.schemas.Job``)."""
+    return {
+        "job_id": run.id,
+        "state": run.state,
+        "collection": run.collection,
+        "paths": list(run.paths or []),
+        "total": run.total or 0,
+        "processed": run.processed or 0,
+        "counts": dict(run.counts or {}),
+        "errors": list(run.errors or []),
+        "message": run.message,
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+    }
+
+
+class _Cancel:
+    """The ``should_cancel`` callback of one job: a local flag, and a throttled look at SQL for remote cancels."""
+
+    def __init__(self, manager: JobManager, job_id: str) -> None:
+        self.manager = manager
+        self.job_id = job_id
+        self.event = threading.Event()
+        self._last_poll = time.monotonic()
+
+    def __call__(self) -> bool:
+        if self.event.is_set() or self.manager.stopping.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._last_poll >= REMOTE_CANCEL_POLL_S:
+            self._last_poll = now
+            run = self.manager.rag.store.get_run(self.job_id)
+            if run is not None and run.state == "cancelling":
+                self.event.set()
+        return self.event.is_set()
+
+
+class JobManager:
+    """Accepts ingestion jobs, runs them on a small thread pool, and answers for their state."""
+
+    def __init__(self, rag: RAG, metrics: Metrics, workers: int = 2) -> None:
+        self.rag = rag
+        self.metrics = metrics
+        self.stopping = threading.Event()
+        self._cancels: dict[str, _Cancel] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-job")
+
+    # --- API -----------------------------------------------------------------------------------------
+    def submit(self, paths: list[str], collection: str, summarize: bool | None = None) -> str:
+        if self.stopping.is_set():
+            raise APIError(503, "the server is shutting down")
+        job_id = uuid.uuid4().hex
+        self.rag.store.create_run(job_id, collection, paths, state="queued")
+        cancel = _Cancel(self, job_id)
+        with self._lock:
+            self._cancels[job_id] = cancel
+        self._pool.submit(self._run, job_id, paths, collection, summarize, cancel)
+        log.info("job %s queued: %d path(s) into '%s'", job_id, len(paths), collection)
+        return job_id
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        run = self.rag.store.get_run(job_id)
+        if run is None:
+            raise APIError(404, f"no job {job_id!r}")
+        return run_to_dict(run)
+
+    def list(self, limit: int = 50) -> list[dict[str, Any]]:
+        return [run_to_dict(r) for r in self.rag.store.list_runs(limit)]
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Queued jobs are cancelled at once; running ones stop after the file in hand (any replica's)."""
+        store = self.rag.store
+        if store.transition_run(job_id, ["queued"], state="cancelled", message="cancelled before it started",
+                                finished_at=utcnow()):
+            self.metrics.jobs.labels("cancelled").inc()
+        elif store.transition_run(job_id, ["running"], state="cancelling", message="cancel requested"):
+            pass
+        else:
+            run = store.get_run(job_id)
+            if run is None:
+                raise APIError(404, f"no job {job_id!r}")
+            if run.state in FINISHED:
+                raise APIError(409, f"job {job_id} has already finished ({run.state})")
+        with self._lock:
+            local = self._cancels.get(job_id)
+        if local is not None:
+            local.event.set()
+        return self.get(job_id)
+
+    def shutdown(self) -> None:
+        """Stop taking jobs; running ones stop after their current file and are marked interrupted."""
+        self.stopping.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            left = list(self._cancels)
+        for job_id in left:  # queued jobs whose futures were cancelled never ran
+            self.rag.store.transition_run(
+                job_id, ["queued"], state="interrupted", message="the server stopped before the job started",
+                finished_at=utcnow(),
+            )
+
+    # --- worker ------------------------------------------------------------------------------------
+    def _run(self, job_id: str, paths: list[str], collection: str, summarize: bool | None, cancel: _Cancel) -> None:
+        store = self.rag.store
+        try:
+            if not store.transition_run(job_id, ["queued"], state="running", started_at=utcnow()):
+                log.info("job %s was cancelled before it started", job_id)
+                return
+            self.metrics.jobs_running.inc()
+            try:
+                self._ingest(job_id, paths, collection, summarize, cancel)
+            finally:
+                self.metrics.jobs_running.dec()
+        except Exception:  # the worker thread must never die silently; the job records what happened
+            log.exception("job %s: bookkeeping failed", job_id)
+        finally:
+            with self._lock:
+                self._cancels.pop(job_id, None)
+
+    def _ingest(self, job_id: str, paths: list[str], collection: str, summarize: bool | None, cancel: _Cancel) -> None:
+        from ingest.pipeline import Cancelled  # the engine raises it from should_cancel; not re-exported by rag
+
+        store = self.rag.store
+        last_write = 0.0
+        progress_state = {"processed": 0, "total": 0}
+
+        def progress(done: int, total: int, path: str) -> None:
+            nonlocal last_write
+            progress_state.update(processed=done, total=total)
+            now = time.monotonic()
+            if now - last_write >= PROGRESS_INTERVAL_S or done == total:
+                last_write = now
+                store.update_run(job_id, processed=done, total=total)
+
+        live = ["running", "cancelling"]
+        try:
+            report = self.rag.ingest(paths, collection, summarize=summarize, progress=progress, should_cancel=cancel)
+        except Cancelled as exc:
+            state = "interrupted" if self.stopping.is_set() and not cancel.event.is_set() else "cancelled"
+            why = "the server stopped during the job" if state == "interrupted" else str(exc)
+            store.transition_run(job_id, live, state=state, message=why, finished_at=utcnow(), **progress_state)
+            self.metrics.jobs.labels(state).inc()
+            log.info("job %s %s: %s", job_id, state, why)
+            return
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            store.transition_run(job_id, live, state="failed", message=f"{type(exc).__name__}: {exc}"[:1000],
+                                 finished_at=utcnow(), **progress_state)
+            self.metrics.jobs.labels("failed").inc()
+            return
+        counts = {**report.counts(), "summaries_written": report.summaries_written,
+                  "summaries_failed": report.summaries_failed}
+        errors = [{"path": f.path, "status": f.status, "error": f.error} for f in report.failures]
+        seen = sum(1 for f in report.files if f.status != "removed")
+        store.transition_run(
+            job_id, live, state="done", counts=counts, errors=errors, finished_at=utcnow(),
+            processed=max(progress_state["processed"], seen), total=max(progress_state["total"], seen),
+            message=f"{report.elapsed_s:.1f}s",
+        )
+        for f in report.files:
+            self.metrics.files.labels(f.status).inc()
+        self.metrics.jobs.labels("done").inc()
+        log.info("job %s done: %s", job_id, counts)

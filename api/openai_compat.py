@@ -1,0 +1,355 @@
+"""OpenAI-compatible face: ``/v1/chat/completions``, ``/v1/models``, and vLLM-style ``/tokenize``/``/detokenize``.
+
+Two models are listed:
+- the configured LLM (``settings.llm_model``), listed first: chat with it is a plain pass-through to the model,
+  checked against its context window. With ``/tokenize`` this lets another instance's OpenAI HTTP backend use
+  this server as its LLM server (it picks the first listed model when its own model name is a bundled one).
+- ``rag``: the last user message is the question, answered from the documents via ``RAG.query``/``RAG.stream``;
+  the sources ride along in an extra ``sources`` field (response, and final stream chunk). The RAG options
+  ``collection``, ``top_k`` and ``mode`` may be sent as extra body fields (``extra_body`` in the openai client).
+
+The official ``openai`` client works against this unchanged; unknown OpenAI parameters are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from api import schemas as S
+from api.deps import get_metrics, get_rag, get_settings
+from api.errors import APIError, translate
+from api.metrics import Metrics
+from api.security import require_api_key
+from api.streaming import SSE_HEADERS, BlockingStream, sse
+from rag.engine import RAG
+from rag.settings import Settings
+from rag.types import Answer
+
+log = logging.getLogger(__name__)
+
+RAG_MODEL = "rag"
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+Rag = Annotated[RAG, Depends(get_rag)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+# --- schemas -------------------------------------------------------------------------------------
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(max_length=50)
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text or "" for p in self.content if p.type in ("text", "input_text"))
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """The OpenAI chat request; RAG options (collection, top_k, mode) ride as extra fields."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1, max_length=500)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=500)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    n: int = Field(default=1, ge=1, le=1, description="Only one choice is supported.")
+    collection: str = Field(default="default", min_length=1, max_length=200, pattern=r"^[^\x00]+$")
+    top_k: int | None = Field(default=None, ge=1, le=100)
+    mode: S.SynthesisMode | None = None
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class TokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = Field(default=None, max_length=500)
+    prompt: str | None = Field(default=None, max_length=1_000_000)
+    messages: list[ChatMessage] | None = Field(default=None, max_length=500)
+    add_special_tokens: bool = True
+    add_generation_prompt: bool = True
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int] | None = None
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = Field(default=None, max_length=500)
+    tokens: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(max_length=1_000_000)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def _completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def _plain_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    role = {"developer": "system"}
+    return [{"role": role.get(m.role, m.role), "content": m.text()} for m in messages]
+
+
+def _question(messages: Sequence[ChatMessage]) -> str:
+    for m in reversed(messages):
+        if m.role == "user" and m.text().strip():
+            return m.text()
+    raise APIError(400, "the messages contain no user message with text: the last one is the question")
+
+
+def _chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None, **extra: Any) -> dict[str, Any]:
+    return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _stream_error(exc: Exception, what: str) -> str:
+    mapped = translate(exc)
+    if mapped is None:
+        log.error("%s stream failed", what, exc_info=exc)
+    body = {"message": mapped.message if mapped else "internal server error; the server log has the details",
+            "type": mapped.type if mapped else "server_error"}
+    return sse(None, {"error": body})
+
+
+# --- models --------------------------------------------------------------------------------------
+@router.get("/v1/models", response_model=ModelList, responses=S.error_responses(401))
+def list_models(request: Request, rag: Rag, settings: SettingsDep) -> dict[str, Any]:
+    """The LLM itself (plain chat) and ``rag`` (answers from the documents)."""
+    created = int(request.app.state.started_at)
+    llm_card: dict[str, Any] = {"id": settings.llm_model, "object": "model", "created": created, "owned_by": "rag-service"}
+    window = _known_window(request, settings)
+    if window:
+        llm_card["max_model_len"] = window
+    rag_card = {"id": RAG_MODEL, "object": "model", "created": created, "owned_by": "rag-service",
+                "description": "answers from the ingested documents, with sources"}
+    return {"object": "list", "data": [llm_card, rag_card]}
+
+
+def _known_window(request: Request, settings: Settings) -> int | None:
+    """The LLM's window if it is known without a network call or a model load (listing must stay cheap)."""
+    if settings.context_window:
+        return settings.context_window
+    return getattr(request.app.state, "llm_window", None)
+
+
+# --- chat ------------------------------------------------------------------------------------------
+@router.post("/v1/chat/completions", responses={
+    **S.error_responses(400, 401, 404, 413, 422, 503),
+    200: {"description": "A chat.completion object, or with stream=true chat.completion.chunk events "
+                         "(text/event-stream) ending in `data: [DONE]`; model `rag` adds `sources`.",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+})
+async def chat_completions(req: ChatRequest, rag: Rag, settings: SettingsDep, metrics: MetricsDep) -> Any:
+    if req.model == RAG_MODEL:
+        return await _rag_chat(req, rag, metrics)
+    if req.model == settings.llm_model:
+        return await _llm_chat(req, rag, settings, metrics)
+    raise APIError(404, f"model {req.model!r} does not exist; GET /v1/models lists '{settings.llm_model}' and "
+                        f"'{RAG_MODEL}'", "model_not_found")
+
+
+async def _rag_chat(req: ChatRequest, rag: RAG, metrics: Metrics) -> Any:
+    question = _question(req.messages)
+    cid, created = _completion_id(), int(time.time())
+    if not req.stream:
+        answer: Answer = await run_in_threadpool(rag.query, question, req.top_k, req.collection, mode=req.mode)
+        metrics.add_usage("chat", answer.usage.prompt_tokens, answer.usage.completion_tokens)
+        return {
+            "id": cid, "object": "chat.completion", "created": created, "model": RAG_MODEL,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
+                         "finish_reason": "stop", "logprobs": None}],
+            "usage": _usage(answer.usage.prompt_tokens, answer.usage.completion_tokens),
+            "sources": [s.to_dict() for s in answer.sources],
+            "abstained": answer.abstained,
+        }
+    stream = await BlockingStream(rag.stream(question, req.top_k, req.collection, mode=req.mode)).prime()
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+
+    async def events() -> Any:
+        yield sse(None, _chunk(cid, created, RAG_MODEL, {"role": "assistant", "content": ""}, None))
+        try:
+            async for item in stream:
+                if isinstance(item, Answer):
+                    metrics.add_usage("chat", item.usage.prompt_tokens, item.usage.completion_tokens)
+                    usage = _usage(item.usage.prompt_tokens, item.usage.completion_tokens)
+                    yield sse(None, _chunk(cid, created, RAG_MODEL, {}, "stop",
+                                           sources=[s.to_dict() for s in item.sources], abstained=item.abstained))
+                    if include_usage:
+                        yield sse(None, {"id": cid, "object": "chat.completion.chunk", "created": created,
+                                         "model": RAG_MODEL, "choices": [], "usage": usage})
+                elif item:
+                    yield sse(None, _chunk(cid, created, RAG_MODEL, {"content": item}, None))
+        except Exception as exc:
+            yield _stream_error(exc, "chat")
+        yield sse(None, "[DONE]")
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _llm_budget(rag: RAG, settings: Settings, req: ChatRequest, messages: list[dict[str, str]]) -> tuple[Any, int, int]:
+    """Load the LLM, count the prompt with its own tokenizer, and refuse what cannot fit its window."""
+    llm = rag.llm
+    try:
+        prompt_tokens = llm.count_messages(messages)
+    except Exception as exc:  # e.g. a chat template that refuses this sequence of roles
+        if translate(exc) is not None and not isinstance(exc, ValueError):
+            raise
+        raise APIError(400, f"the model cannot render these messages: {exc}") from None
+    window = llm.context_window
+    room = window - prompt_tokens
+    requested = req.max_completion_tokens or req.max_tokens
+    max_new = requested if requested is not None else min(settings.max_new_tokens, room)
+    if max_new < 1 or prompt_tokens + max_new > window:
+        raise APIError(
+            400,
+            f"This model's maximum context length is {window} tokens. However, you requested "
+            f"{prompt_tokens + max(max_new, 0)} tokens ({prompt_tokens} in the messages, {max(max_new, 0)} in the "
+            "completion). Please reduce the length of the messages or completion.",
+            "invalid_request_error",
+        )
+    return llm, prompt_tokens, max_new
+
+
+async def _llm_chat(req: ChatRequest, rag: RAG, settings: Settings, metrics: Metrics) -> Any:
+    messages = _plain_messages(req.messages)
+    llm, prompt_tokens, max_new = await run_in_threadpool(_llm_budget, rag, settings, req, messages)
+    sampling = {
+        "max_new_tokens": max_new,
+        "temperature": settings.temperature if req.temperature is None else req.temperature,
+        "top_p": settings.top_p if req.top_p is None else req.top_p,
+    }
+    cid, created, model = _completion_id(), int(time.time()), req.model
+    if not req.stream:
+        gen = await run_in_threadpool(lambda: llm.generate(messages, **sampling))
+        metrics.add_usage("chat", gen.prompt_tokens, gen.completion_tokens)
+        return {
+            "id": cid, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": gen.text},
+                         "finish_reason": _finish(gen.finish_reason), "logprobs": None}],
+            "usage": _usage(gen.prompt_tokens, gen.completion_tokens),
+        }
+    text_stream = await run_in_threadpool(lambda: llm.stream(messages, **sampling))
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    pieces = BlockingStream(_with_result(text_stream))
+
+    async def events() -> Any:
+        yield sse(None, _chunk(cid, created, model, {"role": "assistant", "content": ""}, None))
+        try:
+            async for item in pieces:
+                if isinstance(item, str):
+                    yield sse(None, _chunk(cid, created, model, {"content": item}, None))
+                else:
+                    metrics.add_usage("chat", item.prompt_tokens, item.completion_tokens)
+                    yield sse(None, _chunk(cid, created, model, {}, _finish(item.finish_reason)))
+                    if include_usage:
+                        yield sse(None, {"id": cid, "object": "chat.completion.chunk", "created": created,
+                                         "model": model, "choices": [],
+                                         "usage": _usage(item.prompt_tokens, item.completion_tokens)})
+        except Exception as exc:
+            yield _stream_error(exc, "chat")
+        yield sse(None, "[DONE]")
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _with_result(text_stream: Any) -> Iterator[Any]:
+    """The pieces of a ``TextStream``, then its ``Generation`` (counts and finish reason)."""
+    try:
+        yield from text_stream
+    finally:
+        if text_stream.generation is None:
+            text_stream.close()
+    yield text_stream.generation
+
+
+def _finish(reason: str | None) -> str:
+    return "length" if reason == "length" else "stop"
+
+
+# --- tokenizer (vLLM-style, at the server root) --------------------------------------------------
+def _hf_tokenizer(llm: Any) -> Any | None:
+    """The backend's Hugging Face tokenizer where it has one (the local backend): token ids, not just counts."""
+    return getattr(llm, "tokenizer", None)
+
+
+@router.post("/tokenize", response_model=TokenizeResponse, responses=S.error_responses(400, 401, 422, 503))
+def tokenize(req: TokenizeRequest, rag: Rag) -> dict[str, Any]:
+    """Token count of a prompt or of a chat (rendered with the model's template) with the LLM's own tokenizer,
+    and the context window (``max_model_len``). Token ids are included when the backend has a local tokenizer."""
+    if (req.prompt is None) == (req.messages is None):
+        raise APIError(400, "send exactly one of 'prompt' or 'messages'")
+    llm = rag.llm
+    tokenizer = _hf_tokenizer(llm)
+    tokens: list[int] | None = None
+    try:
+        if req.prompt is not None:
+            if tokenizer is not None:
+                tokens = list(tokenizer(req.prompt, add_special_tokens=req.add_special_tokens)["input_ids"])
+                count = len(tokens)
+            else:
+                count = llm.count_tokens(req.prompt)
+        else:
+            messages = _plain_messages(req.messages or [])
+            count = llm.count_messages(messages)
+            counter = getattr(llm, "tokens", None)
+            if tokenizer is not None and req.add_generation_prompt and hasattr(counter, "encode_messages"):
+                tokens = list(counter.encode_messages(messages))
+    except Exception as exc:
+        if translate(exc) is not None and not isinstance(exc, ValueError):
+            raise
+        raise APIError(400, f"cannot tokenize this input: {exc}") from None
+    return {"count": count, "tokens": tokens, "max_model_len": llm.context_window}
+
+
+@router.post("/detokenize", responses=S.error_responses(400, 401, 404, 422, 503))
+def detokenize(req: DetokenizeRequest, rag: Rag) -> dict[str, str]:
+    """Text of token ids (vLLM-style); only where the backend has a local tokenizer."""
+    tokenizer = _hf_tokenizer(rag.llm)
+    if tokenizer is None:
+        raise APIError(404, "this server's LLM backend has no local tokenizer to detokenize with")
+    if req.tokens and max(req.tokens) >= len(tokenizer):
+        raise APIError(400, f"token ids must be below the vocabulary size {len(tokenizer)}")
+    return {"prompt": tokenizer.decode(req.tokens)}

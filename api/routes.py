@@ -1,0 +1,222 @@
+"""The ``/v1`` endpoints of the engine: ingestion jobs, query (JSON or SSE), retrieve, documents, collections.
+
+Each handler validates, calls one ``RAG`` method in the threadpool (the engine is blocking; the event loop must
+stay free for other requests), and serialises the engine's result type. Engine exceptions propagate to
+``api.errors``, which maps them to status codes in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from api import schemas as S
+from api.deps import get_jobs, get_metrics, get_rag, get_settings
+from api.errors import APIError, translate
+from api.jobs import JobManager
+from api.metrics import Metrics
+from api.security import require_api_key, resolve_allowed
+from api.streaming import SSE_HEADERS, BlockingStream, sse
+from api.uploads import safe_filename, save_upload, upload_dir
+from rag.engine import RAG
+from rag.settings import Settings
+from rag.types import Answer
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+
+Rag = Annotated[RAG, Depends(get_rag)]
+Jobs = Annotated[JobManager, Depends(get_jobs)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DocumentId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Document id (from /v1/documents).")]
+JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Job id (from POST /v1/ingest).")]
+CollectionQuery = Annotated[
+    str | None, Query(min_length=1, max_length=200, pattern=r"^[^\x00]+$", description="Only this collection.")
+]
+
+_MULTIPART_SCHEMA = {
+    "type": "object",
+    "required": ["files"],
+    "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "Files to ingest."},
+        "collection": {"type": "string", "pattern": S.COLLECTION_PATTERN, "default": "default"},
+        "summarize": {"type": "boolean"},
+    },
+}
+_INGEST_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": S.IngestRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
+            "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+        },
+    }
+}
+
+
+# --- ingestion -------------------------------------------------------------------------------------
+@router.post(
+    "/ingest", status_code=202, response_model=S.JobAccepted, openapi_extra=_INGEST_OPENAPI,
+    responses=S.error_responses(400, 401, 403, 413, 415, 422, 503),
+    summary="Start an ingestion job from server paths (JSON) or uploaded files (multipart)",
+)
+async def ingest(request: Request, jobs: Jobs, settings: SettingsDep) -> JSONResponse:
+    """Paths must resolve inside ``RAG_ALLOWED_ROOTS`` (symlinks and ``..`` resolved first), else 403.
+    Uploads are saved under ``<data_dir>/uploads/<collection>/`` within ``RAG_MAX_UPLOAD_MB`` (else 413).
+    Poll ``GET /v1/jobs/{job_id}`` for progress."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        paths, collection, summarize = await _save_uploads(request, settings)
+    elif content_type in ("application/json", "") or content_type.endswith("+json"):
+        body = await _json_body(request)
+        try:
+            req = S.IngestRequest.model_validate(body)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
+        paths = [str(resolve_allowed(p, settings.allowed_roots)) for p in req.paths]
+        collection, summarize = req.collection, req.summarize
+    else:
+        raise APIError(415, f"unsupported content type {content_type!r}: send application/json or multipart/form-data")
+    job_id = await run_in_threadpool(jobs.submit, paths, collection, summarize)
+    return JSONResponse({"job_id": job_id, "state": "queued"}, status_code=202,
+                        headers={"Location": f"/v1/jobs/{job_id}"})
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc}", "input": {}}]
+        ) from None
+
+
+async def _save_uploads(request: Request, settings: Settings) -> tuple[list[str], str, bool | None]:
+    async with request.form(max_files=1000, max_fields=100) as form:
+        collection = form.get("collection") or "default"
+        summarize_raw = form.get("summarize")
+        if not isinstance(collection, str) or not _valid_collection(collection):
+            raise APIError(422, f"collection must match {S.COLLECTION_PATTERN}")
+        summarize: bool | None = None
+        if isinstance(summarize_raw, str) and summarize_raw:
+            if summarize_raw.lower() not in ("true", "false", "1", "0"):
+                raise APIError(422, "summarize must be true or false")
+            summarize = summarize_raw.lower() in ("true", "1")
+        uploads = [f for key in ("files", "file") for f in form.getlist(key)]
+        if not uploads or not all(isinstance(f, UploadFile) for f in uploads):
+            raise APIError(422, "multipart ingestion needs one or more files in the 'files' field")
+        folder = upload_dir(settings.data_dir, collection)
+        saved: list[str] = []
+        for upload in uploads:
+            assert isinstance(upload, UploadFile)
+            name = safe_filename(upload.filename)
+            path = await run_in_threadpool(save_upload, upload.file, folder, name)
+            saved.append(str(path))
+        log.info("saved %d upload(s) for collection '%s'", len(saved), collection)
+        return saved, collection, summarize
+
+
+def _valid_collection(name: str) -> bool:
+    return re.fullmatch(S.COLLECTION_PATTERN, name) is not None
+
+
+@router.get("/jobs", response_model=S.JobList, responses=S.error_responses(401))
+def list_jobs(jobs: Jobs, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+    """Most recent jobs first, as persisted (jobs of earlier runs of the server included)."""
+    return {"jobs": jobs.list(limit)}
+
+
+@router.get("/jobs/{job_id}", response_model=S.Job, responses=S.error_responses(401, 404))
+def get_job(job_id: JobId, jobs: Jobs) -> dict[str, Any]:
+    return jobs.get(job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=S.Job, responses=S.error_responses(401, 404, 409))
+def cancel_job(job_id: JobId, jobs: Jobs) -> dict[str, Any]:
+    """A queued job is cancelled at once; a running one stops after the file in hand (state ``cancelling``,
+    then ``cancelled``). A finished job answers 409."""
+    return jobs.cancel(job_id)
+
+
+# --- query + retrieve ----------------------------------------------------------------------------
+@router.post(
+    "/query", response_model=S.QueryResponse, responses={
+        **S.error_responses(400, 401, 413, 422, 503),
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+              "description": "JSON answer, or with stream=true / Accept: text/event-stream, Server-Sent Events: "
+                             "`event: token` (data: {\"text\": piece}) repeated, then `event: done` (data: sources, "
+                             "usage, abstained, mode), or `event: error` (data: {\"error\": ...})."},
+    },
+)
+async def query(req: S.QueryRequest, request: Request, rag: Rag, metrics: MetricsDep) -> Any:
+    """A grounded answer with numbered sources, or an abstention when the documents hold nothing relevant."""
+    kwargs = dict(mode=req.mode, path_prefix=req.path_prefix, document_ids=req.document_ids)
+    wants_sse = req.stream or "text/event-stream" in request.headers.get("accept", "")
+    if not wants_sse:
+        answer: Answer = await run_in_threadpool(rag.query, req.question, req.top_k, req.collection, **kwargs)
+        metrics.add_usage("query", answer.usage.prompt_tokens, answer.usage.completion_tokens)
+        return answer.to_dict()
+    stream = await BlockingStream(rag.stream(req.question, req.top_k, req.collection, **kwargs)).prime()
+    return StreamingResponse(_query_events(stream, metrics), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _query_events(stream: BlockingStream[str | Answer], metrics: Metrics) -> Any:
+    try:
+        async for item in stream:
+            if isinstance(item, Answer):
+                metrics.add_usage("query", item.usage.prompt_tokens, item.usage.completion_tokens)
+                done = item.to_dict()
+                done.pop("text", None)  # the text went out as tokens
+                yield sse("done", done)
+            elif item:
+                yield sse("token", {"text": item})
+    except Exception as exc:  # the status line has gone out: report in-band, log the details here
+        mapped = translate(exc)
+        if mapped is None:
+            log.error("query stream failed", exc_info=exc)
+        message = mapped.message if mapped else "internal server error; the server log has the details"
+        yield sse("error", {"error": {"message": message, "type": mapped.type if mapped else "server_error"}})
+
+
+@router.post("/retrieve", response_model=S.RetrieveResponse, responses=S.error_responses(400, 401, 413, 422, 503))
+def retrieve(req: S.RetrieveRequest, rag: Rag) -> dict[str, Any]:
+    """Ranked passages with their scores; no LLM involved."""
+    hits = rag.retrieve(req.question, req.top_k, req.collection, path_prefix=req.path_prefix,
+                        document_ids=req.document_ids, mode=req.mode)
+    return {"hits": [h.to_dict() for h in hits]}
+
+
+# --- documents + collections ---------------------------------------------------------------------
+@router.get("/documents", response_model=S.DocumentList, responses=S.error_responses(401))
+def list_documents(rag: Rag, collection: CollectionQuery = None) -> dict[str, Any]:
+    """Documents with their indexing state and summary state (summaries themselves: GET one document)."""
+    return {"documents": [d.to_dict() for d in rag.documents(collection)]}
+
+
+@router.get("/documents/{document_id}", response_model=S.DocumentOut, responses=S.error_responses(401, 404))
+def get_document(document_id: DocumentId, rag: Rag) -> dict[str, Any]:
+    return rag.document(document_id).to_dict()
+
+
+@router.delete("/documents/{document_id}", response_model=S.Deleted, responses=S.error_responses(401, 404))
+def delete_document(document_id: DocumentId, rag: Rag) -> dict[str, Any]:
+    """Remove the document from SQL and the index; answers cite it no more."""
+    removed = rag.delete(document_id)
+    return {"id": document_id, "deleted": True, "chunks_removed": removed}
+
+
+@router.get("/collections", response_model=S.CollectionList, responses=S.error_responses(401))
+def list_collections(rag: Rag) -> dict[str, Any]:
+    return {"collections": rag.collections()}

@@ -1,0 +1,213 @@
+"""Request and response models: they are the OpenAPI schema, and they bound what a client may send.
+
+Bounds (lengths, ranges, patterns) are part of the contract rather than defensive afterthoughts: they turn
+nonsense into a 422 before any engine work, and they let a schema-driven fuzzer explore the API meaningfully.
+Response models mirror the engine's result types (``rag.types``) field for field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+"""Collection names double as folder names for uploads, so they are restricted to a safe alphabet."""
+
+
+
+def NewCollection() -> Any:  # noqa: N802 - reads like the Field it returns
+    return Field(default="default", pattern=COLLECTION_PATTERN, description="Collection to write to.")
+
+
+def CollectionRef() -> Any:  # noqa: N802
+    return Field(default="default", min_length=1, max_length=200, description="Collection to read from.")
+
+
+SynthesisMode = Literal["compact", "refine", "tree_summarize"]
+RetrievalMode = Literal["hybrid", "dense", "lexical"]
+JobState = Literal["queued", "running", "cancelling", "done", "failed", "cancelled", "interrupted"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- ingestion -------------------------------------------------------------------------------------
+class IngestRequest(_Strict):
+    paths: list[str] = Field(
+        min_length=1, max_length=1000,
+        description="Files or folders on the server; each must resolve inside an allowed root (RAG_ALLOWED_ROOTS). "
+        "Relative paths are relative to the first allowed root.",
+    )
+    collection: str = NewCollection()
+    summarize: bool | None = Field(default=None, description="Write LLM summaries (default: RAG_SUMMARIZE).")
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    state: JobState
+
+
+class FileError(BaseModel):
+    path: str
+    status: str
+    error: str | None = None
+
+
+class Job(BaseModel):
+    """An ingestion job as persisted in SQL: a restart (or another replica) shows the same."""
+
+    job_id: str
+    state: JobState
+    collection: str
+    paths: list[str]
+    total: int = Field(description="Files found so far (0 until discovery is done).")
+    processed: int
+    counts: dict[str, int] = Field(description="added / updated / unchanged / removed / failed / skipped, "
+                                   "summaries_written / summaries_failed when done.")
+    errors: list[FileError]
+    message: str | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+
+
+# --- query + retrieve -----------------------------------------------------------------------------
+class _Question(_Strict):
+    question: str = Field(min_length=1, max_length=8000, description="The question (not empty).")
+    top_k: int | None = Field(default=None, ge=1, le=100, description="Passages to retrieve (default: RAG_TOP_K).")
+    collection: str = CollectionRef()
+    path_prefix: str | None = Field(default=None, max_length=4096, description="Only documents under this path.")
+    document_ids: list[int] | None = Field(default=None, max_length=1000, description="Only these documents.")
+
+
+class QueryRequest(_Question):
+    mode: SynthesisMode | None = Field(default=None, description="Synthesis mode (default: RAG_SYNTHESIS_MODE).")
+    stream: bool = Field(default=False, description="Answer as Server-Sent Events (also with Accept: text/event-stream).")
+
+
+class RetrieveRequest(_Question):
+    mode: RetrievalMode = "hybrid"
+
+
+class SourceOut(BaseModel):
+    number: int
+    document: str
+    document_id: int
+    chunk_id: int
+    position: int
+    text: str
+    score: float
+    kind: str
+
+
+class UsageOut(BaseModel):
+    context_window: int
+    prompt_tokens: int = Field(description="Largest single prompt sent to the model.")
+    completion_tokens: int
+    max_new_tokens: int
+    llm_calls: int
+    chunks_used: int
+    chunks_dropped: int
+    chunks_truncated: int
+
+
+class QueryResponse(BaseModel):
+    text: str
+    sources: list[SourceOut]
+    usage: UsageOut
+    abstained: bool
+    mode: str
+
+
+class HitOut(BaseModel):
+    chunk_id: int
+    document_id: int
+    document: str
+    collection: str
+    position: int
+    text: str
+    score: float
+    kind: str
+    title: str | None = None
+    start_char: int | None = None
+    end_char: int | None = None
+    dense_score: float | None = None
+    lexical_score: float | None = None
+
+
+class RetrieveResponse(BaseModel):
+    hits: list[HitOut]
+
+
+# --- documents + collections ----------------------------------------------------------------------
+class DocumentOut(BaseModel):
+    id: int
+    path: str
+    collection: str
+    title: str | None
+    doc_type: str
+    size: int
+    content_hash: str
+    chunks: int
+    status: str
+    error: str | None
+    summary: str | None
+    summary_state: str
+    summary_model: str | None
+    updated_at: str
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentOut]
+
+
+class Deleted(BaseModel):
+    id: int
+    deleted: bool = True
+    chunks_removed: int
+
+
+class CollectionOut(BaseModel):
+    name: str
+    embed_model: str
+    embed_dim: int
+    documents: int
+    generation: int
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionOut]
+
+
+# --- health -----------------------------------------------------------------------------------------
+class Health(BaseModel):
+    status: str
+    checks: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- errors (documented, so clients and fuzzers know the shape) -----------------------------------
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses an endpoint can answer with."""
+    return {code: {"model": ErrorBody, "description": _ERROR_TEXT.get(code, "error")} for code in codes}
+
+
+_ERROR_TEXT = {
+    400: "Bad request", 401: "Missing or invalid API key", 403: "Path outside the allowed roots",
+    404: "Not found", 409: "Conflict with the current state", 413: "Request body too large",
+    422: "Invalid request body", 503: "A model or the store is not available",
+}

@@ -1,0 +1,118 @@
+"""What protects the server: bearer API keys, request size limits, and the allowed-roots rule for server paths.
+
+- Keys are compared with ``hmac.compare_digest`` against every configured key (no early exit), and never logged.
+- Size limits are enforced while the body streams in, not after it has been buffered: a declared
+  ``Content-Length`` over the limit is refused before reading, and a chunked body is cut off at the limit.
+  Uploads (multipart) get ``max_upload_mb``; everything else ``max_request_kb``.
+- A server path is resolved (symlinks, ``..``) before it is compared with the allowed roots, so neither a
+  ``../`` nor a symlink inside a root can reach a file outside it. Folder walks do not follow symlinks
+  (``ingest.discover``), so only the top-level paths need this check.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from pathlib import Path
+
+from fastapi import HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import APIError, error_response
+from rag.settings import Settings
+
+log = logging.getLogger(__name__)
+
+bearer_scheme = HTTPBearer(auto_error=False, description="An API key from RAG_API_KEYS, as `Authorization: Bearer <key>`.")
+
+
+def key_matches(presented: str, keys: list[str]) -> bool:
+    """Constant-time comparison against every key (the loop does not stop at the first match)."""
+    given = presented.encode()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given, key.encode())
+    return found
+
+
+async def require_api_key(request: Request) -> None:
+    """Dependency on every protected route: a no-op when no keys are configured."""
+    keys: list[str] = request.app.state.settings.api_keys
+    if not keys:
+        return
+    credentials: HTTPAuthorizationCredentials | None = await bearer_scheme(request)
+    if credentials is None or not key_matches(credentials.credentials, keys):
+        # The presented key is deliberately not logged.
+        log.info("rejected request to %s: missing or invalid API key", request.url.path)
+        raise APIError(401, "missing or invalid API key (send Authorization: Bearer <key>)",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from inside ``receive`` so FastAPI's body parsing passes it through as an HTTP error."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds the limit of {_human(limit)}")
+
+
+def _human(n: int) -> str:
+    return f"{n / 2**20:g} MB" if n >= 2**20 else f"{n / 1024:g} KB"
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over the configured size with 413, for declared and streamed lengths alike."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.upload_limit = int(settings.max_upload_mb * 2**20)
+        self.request_limit = int(settings.max_request_kb * 1024)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        is_upload = headers.get("content-type", "").lower().startswith("multipart/")
+        limit = self.upload_limit if is_upload else self.request_limit
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            response = error_response(413, f"request body of {_human(int(declared))} exceeds the limit of {_human(limit)}")
+            await response(scope, receive, send)  # the unread body is discarded by the server
+            return
+
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def resolve_allowed(raw: str, roots: list[Path]) -> Path:
+    """The resolved path, if it lies inside an allowed root; otherwise a 403.
+
+    Relative paths are taken relative to the first allowed root (the server's working directory means nothing
+    to a client). Resolution follows symlinks and ``..`` before the comparison.
+    """
+    if not roots:
+        raise APIError(403, "ingestion from server paths is disabled: no allowed roots are configured (RAG_ALLOWED_ROOTS)")
+    if "\x00" in raw:
+        raise APIError(400, "a path contains a NUL byte")
+    resolved_roots = [Path(r).expanduser().resolve() for r in roots]
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        path = resolved_roots[0] / path
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise APIError(400, f"cannot resolve path {raw!r}: {exc}") from None
+    if not any(resolved == root or resolved.is_relative_to(root) for root in resolved_roots):
+        raise APIError(403, f"path {raw!r} is outside the allowed roots")
+    return resolved

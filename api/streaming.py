@@ -1,0 +1,86 @@
+"""Bridging the engine's blocking iterators (``RAG.stream``, ``LLM.stream``) to async streaming responses.
+
+Each ``next()`` runs in the threadpool, so a slow model never blocks the event loop. The first item is pulled
+*before* the response starts (``prime``): retrieval and prompt budgeting happen there, and their errors still
+become a proper status code instead of a 200 stream that breaks. When the client goes away, the iterator is
+closed (after any ``next()`` in flight returns), which stops local generation at the next token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Generic, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_DONE = object()
+
+
+class BlockingStream(Generic[T]):
+    """A blocking iterator consumed from async code, one ``next()`` per threadpool call, closable safely."""
+
+    def __init__(self, iterator: Iterator[T]) -> None:
+        self._it = iterator
+        self._lock = threading.Lock()  # close() must wait for a next() in flight: generators are not reentrant
+        self._closed = False
+        self._head: list[T] = []
+
+    def _next(self) -> Any:
+        with self._lock:
+            if self._closed:
+                return _DONE
+            try:
+                return next(self._it)
+            except StopIteration:
+                return _DONE
+
+    def _close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            close = getattr(self._it, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # closing must not raise into the server; the stream is over anyway
+                    log.debug("closing a stream failed", exc_info=True)
+
+    async def prime(self) -> BlockingStream[T]:
+        """Pull the first item now, so errors before the first token surface as exceptions here."""
+        try:
+            item = await run_in_threadpool(self._next)
+        except BaseException:
+            await run_in_threadpool(self._close)
+            raise
+        if item is not _DONE:
+            self._head.append(item)
+        return self
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        try:
+            while self._head:
+                yield self._head.pop(0)
+            while True:
+                item = await run_in_threadpool(self._next)
+                if item is _DONE:
+                    return
+                yield item
+        finally:
+            # Runs on normal end, on error and on client disconnect. After a cancellation nothing may be awaited
+            # here, so the close happens in its own thread (it waits for a next() in flight, then stops the model).
+            threading.Thread(target=self._close, name="stream-close", daemon=True).start()
+
+
+def sse(event: str | None, data: Any) -> str:
+    """One Server-Sent Event; ``data`` is JSON-encoded so newlines and leading spaces survive."""
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {payload}\n\n"
