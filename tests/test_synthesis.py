@@ -1,0 +1,281 @@
+"""End to end with the real small model (bundled SmolLM2-135M): conversion, generation, budgeted synthesis in all three
+modes, citations, abstention and streaming. No stand-ins: real tokenizer, real weights, real passages.
+
+The model is converted once per session (under the shared ``models_dir`` fixture) and loaded once per module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rag.models import bundled, clear_llm_cache, load_llm
+from rag.models.llm import ContextWindowExceeded, LocalLLM
+from rag.models.openai_llm import OpenAILLM
+from rag.settings import Settings
+from rag.synthesis import (
+    ABSTAIN_MESSAGE,
+    CitationFilter,
+    abstain,
+    clean_citations,
+    parse_citations,
+    should_abstain,
+    stream_answer,
+    synthesize,
+)
+from rag.types import Answer, Hit
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SMALL = "bundled:smollm2-135m"
+MAX_NEW = 24
+
+# Real passages (SQuAD 2.0 dev, Wikipedia "Normans" and "Amazon rainforest" articles, CC BY-SA).
+PASSAGES = [
+    (
+        "normans.txt",
+        (
+            "The Normans (Norman: Nourmands; French: Normands; Latin: Normanni) were the people who in the 10th and "
+            "11th centuries gave their name to Normandy, a region in France. They were descended from Norse "
+            '("Norman" comes from "Norseman") raiders and pirates from Denmark, Iceland and Norway who, under their '
+            "leader Rollo, agreed to swear fealty to King Charles III of West Francia."
+        ),
+    ),
+    (
+        "normans.txt",
+        (
+            "The Norman dynasty had a major political, cultural and military impact on medieval Europe and even the "
+            "Near East. The Normans were famed for their martial spirit and eventually for their Christian piety, "
+            "becoming exponents of the Catholic orthodoxy into which they assimilated."
+        ),
+    ),
+    (
+        "amazon.txt",
+        (
+            "The Amazon rainforest, also known in English as Amazonia or the Amazon Jungle, is a moist broadleaf "
+            "forest that covers most of the Amazon basin of South America. This basin encompasses seven million "
+            "square kilometres, of which five and a half million square kilometres are covered by the rainforest."
+        ),
+    ),
+]
+QUESTION = "In what country is Normandy located?"
+
+
+def make_hits(dense: float = 0.62) -> list[Hit]:
+    return [
+        Hit(
+            chunk_id=100 + i,
+            document_id=1 + (i == 2),
+            document=f"/corpus/{name}",
+            collection="default",
+            position=i,
+            text=text,
+            score=1.0 / (60 + i),
+            dense_score=dense - 0.05 * i,
+        )
+        for i, (name, text) in enumerate(PASSAGES)
+    ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread while this module runs: on a shared 2-core machine with other jobs, two OpenMP threads
+    spin-wait on each other and decode ~4x slower (measured 11 vs 3 tok/s); alone, one thread costs little."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def small_settings(models_dir: Path) -> Settings:
+    return Settings(
+        data_dir=models_dir, llm_model=SMALL, device="cpu", max_new_tokens=MAX_NEW, temperature=0.0, top_k=3
+    )
+
+
+@pytest.fixture(scope="module")
+def small_llm(small_settings: Settings) -> LocalLLM:
+    clear_llm_cache()
+    llm = load_llm(small_settings)
+    assert isinstance(llm, LocalLLM)
+    return llm
+
+
+@pytest.fixture(scope="module")
+def tight_llm(small_settings: Settings, small_llm: LocalLLM) -> LocalLLM:
+    """The same weights with a small window, so refine and tree_summarize need several calls."""
+    llm = load_llm(small_settings.model_copy(update={"context_window": 300}))
+    assert isinstance(llm, LocalLLM) and llm.model is small_llm.model  # weights shared, not reloaded
+    return llm
+
+
+# --- models -----------------------------------------------------------------------------------------
+def test_conversion_is_a_plain_safetensors_folder(small_llm: LocalLLM, small_settings: Settings) -> None:
+    folder = bundled.converted_dir(SMALL, bundled.models_root(small_settings))
+    assert bundled.is_complete(folder)
+    assert (folder / "model.safetensors").is_file()
+    assert not list(folder.rglob("*.gguf"))
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config
+    assert not list(folder.parent.glob(f".{folder.name}.tmp-*"))
+    t0 = time.perf_counter()
+    assert bundled.ensure_converted(SMALL, folder.parent) == folder  # second time: nothing to do
+    assert time.perf_counter() - t0 < 1.0
+    assert small_llm.context_window == 8192  # max_position_embeddings, not the tokenizer's model_max_length
+    assert small_llm.dtype.is_floating_point and str(small_llm.dtype) == "torch.float32"
+
+
+def test_concurrent_conversions_run_once_and_clean_up_crashes(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    root.mkdir()
+    stale = root / ".smollm2-135m.tokenizer.tmp-999-deadbeef"  # what a killed conversion leaves behind
+    stale.mkdir()
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(bundled.ensure_tokenizer(SMALL, root))) for _ in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 2 and results[0] == results[1]
+    assert bundled.is_complete(results[0])
+    assert not stale.exists()
+    assert [p.name for p in root.iterdir() if not p.name.endswith(".lock")] == ["smollm2-135m.tokenizer"]
+
+
+def test_generate_counts_tokens_and_refuses_overflow(small_llm: LocalLLM) -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
+    gen = small_llm.generate(messages, max_new_tokens=8)
+    assert gen.text.strip()
+    assert gen.prompt_tokens == small_llm.count_messages(messages)
+    assert 1 <= gen.completion_tokens <= 8
+    too_many = small_llm.context_window - small_llm.count_messages(messages) + 1
+    with pytest.raises(ContextWindowExceeded):
+        small_llm.generate(messages, max_new_tokens=too_many)
+    with pytest.raises(ValueError, match="context window"):
+        small_llm.stream(messages, max_new_tokens=too_many)
+
+
+def test_generation_is_serialised_across_threads(small_llm: LocalLLM) -> None:
+    messages = [{"role": "user", "content": "Count from one to five."}]
+    expected = small_llm.generate(messages, max_new_tokens=12).text
+    out: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: out.append(small_llm.generate(messages, max_new_tokens=12).text)),
+        threading.Thread(target=lambda: out.append("".join(small_llm.stream(messages, max_new_tokens=12)))),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert out == [expected, expected]  # greedy + one model call at a time: identical answers
+
+
+def test_stream_reports_counts_and_can_stop_early(small_llm: LocalLLM) -> None:
+    messages = [{"role": "user", "content": "Write a sentence about rivers."}]
+    stream = small_llm.stream(messages, max_new_tokens=16)
+    pieces = list(stream)
+    assert stream.generation is not None
+    assert "".join(pieces) == stream.generation.text
+    assert stream.generation.completion_tokens <= 16
+    early = small_llm.stream(messages, max_new_tokens=200)
+    next(early)
+    early.close()  # cancels generation: the lock is free again at once
+    assert small_llm.generate(messages, max_new_tokens=4).completion_tokens <= 4
+
+
+# --- synthesis --------------------------------------------------------------------------------------
+def check_answer(answer: Answer, hits: list[Hit], llm: LocalLLM, mode: str) -> None:
+    assert answer.text.strip()
+    assert not answer.abstained and answer.mode == mode
+    usage = answer.usage
+    assert usage.context_window == llm.context_window
+    assert 0 < usage.prompt_tokens and usage.prompt_tokens + usage.max_new_tokens <= usage.context_window
+    assert usage.max_new_tokens == MAX_NEW
+    assert 0 < usage.completion_tokens <= usage.llm_calls * MAX_NEW
+    assert usage.chunks_used + usage.chunks_dropped == len(hits)
+    assert answer.sources, "provenance is always given"
+    for source in answer.sources:  # every [n] maps back to the hit that was numbered n
+        hit = hits[source.number - 1]
+        assert (source.chunk_id, source.document, source.text) == (hit.chunk_id, hit.document, hit.text)
+    shown = set(range(1, usage.chunks_used + 1))
+    assert set(parse_citations(answer.text)) <= shown
+
+
+@pytest.mark.parametrize("mode", ["compact", "refine", "tree_summarize"])
+def test_synthesis_modes_answer_within_the_window(
+    small_llm: LocalLLM, tight_llm: LocalLLM, small_settings: Settings, mode: str
+) -> None:
+    hits = make_hits()
+    if mode == "compact":
+        answer = synthesize(QUESTION, hits, small_llm, small_settings, mode=mode)
+        check_answer(answer, hits, small_llm, mode)
+        assert answer.usage.llm_calls == 1 and answer.usage.chunks_used == 3  # everything fits in 8k: one call
+
+    tight = synthesize(QUESTION, hits, tight_llm, small_settings, mode=mode)
+    check_answer(tight, hits, tight_llm, mode)
+    if mode == "compact":
+        assert tight.usage.llm_calls == 1 and tight.usage.chunks_dropped + tight.usage.chunks_truncated >= 1
+    else:  # the walk sees every passage, over several calls
+        assert tight.usage.llm_calls >= 2 and tight.usage.chunks_used == 3
+
+
+def test_abstention_never_calls_the_model(small_settings: Settings) -> None:
+    hits = make_hits(dense=0.12)
+    assert should_abstain(hits, small_settings) and should_abstain([], small_settings)
+    assert not should_abstain(make_hits(), small_settings)
+    # A real HTTP backend pointed at a closed port: any model call would raise.
+    unreachable = OpenAILLM(
+        small_settings.model_copy(update={"llm_backend": "openai", "llm_base_url": "http://127.0.0.1:9/v1"})
+    )
+    answer = synthesize(QUESTION, hits, unreachable, small_settings)
+    assert answer.abstained and answer.text == ABSTAIN_MESSAGE and not answer.sources
+    assert answer.usage.llm_calls == 0 and answer.usage.chunks_dropped == 3
+    streamed = list(stream_answer(QUESTION, [], unreachable, small_settings, mode="refine"))
+    assert streamed[0] == ABSTAIN_MESSAGE and isinstance(streamed[-1], Answer) and streamed[-1].abstained
+    assert abstain(hits, "compact", small_settings).to_dict()["abstained"] is True
+
+
+@pytest.mark.parametrize("mode", ["compact", "tree_summarize"])
+def test_stream_yields_pieces_then_the_answer(tight_llm: LocalLLM, small_settings: Settings, mode: str) -> None:
+    hits = make_hits()
+    items = list(stream_answer(QUESTION, hits, tight_llm, small_settings, mode=mode))
+    *pieces, answer = items
+    assert isinstance(answer, Answer) and all(isinstance(p, str) for p in pieces)
+    assert len(pieces) >= 2  # token by token, not one blob
+    assert "".join(pieces).strip() == answer.text
+    check_answer(answer, hits, tight_llm, mode)
+
+
+# --- citations (pure functions) --------------------------------------------------------------------
+def test_citation_parsing_and_cleaning() -> None:
+    assert parse_citations("a [2] b [1, 3][4] c [2]") == [2, 1, 3, 4]
+    assert clean_citations("Paris [1]. Rome [7]. Both [1, 7][2].", {1, 2}) == "Paris [1]. Rome. Both [1][2]."
+    assert clean_citations("see [a] and [ 1 ]", {1}) == "see [a] and [ 1 ]"  # not citations: left alone
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    text=st.lists(st.sampled_from(["Paris", " ", "[", "]", "1", "2", "9", ",", ", ", " [3]", "[12]", ".", "\n"])).map(
+        "".join
+    ),
+    cuts=st.lists(st.integers(0, 200), max_size=8),
+)
+def test_streamed_citation_filter_equals_clean(text: str, cuts: list[int]) -> None:
+    """However the model's text is split into pieces, the filtered stream equals the cleaned full text."""
+    valid = {1, 2, 3}
+    bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
+    pieces = [text[a:b] for a, b in pairwise(bounds)]
+    filt = CitationFilter(valid)
+    assert "".join(filt.feed(p) for p in pieces) + filt.flush() == clean_citations(text, valid)
