@@ -88,7 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            t0 = time.perf_counter()
             app.state.jobs.shutdown()
+            log.info("jobs stopped in %.1fs", time.perf_counter() - t0)
             app.state.jobs = None
             app.state.rag = None
             rag.close()

@@ -106,7 +106,7 @@ def resolve_allowed(raw: str, roots: list[Path]) -> Path:
     if "\x00" in raw:
         raise APIError(400, "a path contains a NUL byte")
     resolved_roots = [Path(r).expanduser().resolve() for r in roots]
-    path = Path(raw).expanduser()
+    path = Path(raw)  # no ~ expansion: the server's home directory means nothing to a client
     if not path.is_absolute():
         path = resolved_roots[0] / path
     try:

@@ -63,7 +63,7 @@ class ApiServer:
                 link.symlink_to(models_dir, target_is_directory=True)
 
     def start(self, timeout_s: float = 240.0) -> ApiServer:
-        cmd = [sys.executable, "-m", "rag.cli", "serve", "--data-dir", str(self.data_dir),
+        cmd = [sys.executable, "-m", "rag.cli", "-v", "serve", "--data-dir", str(self.data_dir),
                "--host", "127.0.0.1", "--port", str(self.port)]
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
