@@ -17,9 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from rag.budget import BudgetError, Passage, budget_prompt, build_messages, numbered, plain
-from rag.models.bundled import models_root
 from rag.models.llm import HFTokenCounter, load_token_counter
-from rag.settings import Settings
 from rag.synthesis import COMPACT_TEMPLATE, REFINE_TEMPLATE, SYSTEM_PROMPT
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,8 +29,7 @@ BUNDLED = ["bundled:smollm2-135m", "bundled:qwen2.5-coder-0.5b"]
 @pytest.fixture(scope="session")
 def bundled_tokenizers(models_dir: Path) -> dict[str, HFTokenCounter]:
     """Real tokenizers of both bundled models (converted once per session, weights never loaded)."""
-    root = models_root(Settings(data_dir=models_dir))  # the same place test_synthesis converts the weights
-    return {spec: load_token_counter(spec, root) for spec in BUNDLED}
+    return {spec: load_token_counter(spec, models_dir) for spec in BUNDLED}
 
 
 # Words that stress token boundaries: multi-byte characters, emoji, digits, brackets like citations, markup, and

@@ -99,10 +99,11 @@ def one_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def small_settings(models_dir: Path) -> Settings:
-    return Settings(
-        data_dir=models_dir, llm_model=SMALL, device="cpu", max_new_tokens=MAX_NEW, temperature=0.0, top_k=3
-    )
+def small_settings(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for the small model; ``<data_dir>/models`` is the session's shared ``models_dir`` (converted once)."""
+    data_dir = tmp_path_factory.mktemp("synthesis-data")
+    (data_dir / "models").symlink_to(models_dir, target_is_directory=True)
+    return Settings(data_dir=data_dir, llm_model=SMALL, device="cpu", max_new_tokens=MAX_NEW, temperature=0.0, top_k=3)
 
 
 @pytest.fixture(scope="module")
@@ -279,3 +280,39 @@ def test_streamed_citation_filter_equals_clean(text: str, cuts: list[int]) -> No
     pieces = [text[a:b] for a, b in pairwise(bounds)]
     filt = CitationFilter(valid)
     assert "".join(filt.feed(p) for p in pieces) + filt.flush() == clean_citations(text, valid)
+
+
+# --- the OpenAI-compatible backend against a real server (this service's own API, serving SmolLM2) -------------
+@pytest.fixture(scope="module")
+def api_server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    server_mod = pytest.importorskip("tests.api_server")
+    base = tmp_path_factory.mktemp("oai-server")
+    with server_mod.ApiServer(base / "data", server_mod.server_env(models_dir), models_dir=models_dir) as srv:
+        yield srv
+
+
+def test_openai_backend_against_a_real_server(api_server, small_llm: LocalLLM, small_settings: Settings) -> None:
+    settings = small_settings.model_copy(update={"llm_backend": "openai", "llm_base_url": f"{api_server.url}/v1"})
+    llm = OpenAILLM(settings)
+    assert llm.name == SMALL  # a bundled name is used as is when the server lists it
+    assert llm.exact_counts  # vLLM-style /tokenize: the server's own counts, no margin
+    assert llm.context_window == small_llm.context_window == 8192  # max_model_len from /tokenize
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PASSAGES[0][1]}]
+    assert llm.count_messages(messages) == small_llm.count_messages(messages)
+    assert llm.count_tokens(PASSAGES[2][1]) == small_llm.count_tokens(PASSAGES[2][1])
+    cut = llm.truncate(PASSAGES[0][1], 20)  # via /detokenize
+    assert PASSAGES[0][1].startswith(cut) and 0 < llm.count_tokens(cut) <= 20
+
+    gen = llm.generate(messages, max_new_tokens=6)
+    assert gen.text.strip() and gen.prompt_tokens == small_llm.count_messages(messages)
+    assert 1 <= gen.completion_tokens <= 6
+    stream = llm.stream(messages, max_new_tokens=6)
+    pieces = list(stream)
+    assert pieces and stream.generation is not None and "".join(pieces) == stream.generation.text
+    with pytest.raises(ContextWindowExceeded):  # refused here, never sent
+        llm.generate(messages, max_new_tokens=8192)
+
+    hits = make_hits()
+    answer = synthesize(QUESTION, hits, llm, settings.model_copy(update={"max_new_tokens": 8}), mode="compact")
+    assert answer.text and answer.usage.llm_calls == 1 and answer.usage.chunks_used == 3
+    assert answer.usage.prompt_tokens + answer.usage.max_new_tokens <= answer.usage.context_window

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from filelock import FileLock
 
@@ -230,13 +230,71 @@ def _write_model(tmp: Path, gguf_dir: Path, gguf_file: str) -> None:
 
 
 def _write_tokenizer(tmp: Path, gguf_dir: Path, gguf_file: str) -> None:
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
     AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_file).save_pretrained(str(tmp))
-    config = AutoConfig.from_pretrained(str(gguf_dir), gguf_file=gguf_file)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.save_pretrained(str(tmp))  # for max_position_embeddings without the weights
+    # The window without a second full GGUF parse (AutoConfig would take as long again as the tokenizer).
+    window = gguf_context_length(gguf_dir / gguf_file)
+    if window:
+        (tmp / WINDOW_FILE).write_text(json.dumps({"max_position_embeddings": window}))
+
+
+WINDOW_FILE = "rag_window.json"  # beside a tokenizer-only folder: the model's max_position_embeddings
+
+# GGUF scalar value types → struct format (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md)
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def gguf_context_length(path: Path) -> int | None:
+    """``<arch>.context_length`` from a GGUF header, read sequentially and stopping as soon as it is found.
+
+    gguf's GGUFReader builds views of every metadata array (150k vocabulary entries for Qwen) and takes seconds;
+    the context length comes before the tokenizer arrays, so this reads a few hundred bytes.
+    """
+    import struct
+
+    def read(f: BinaryIO, fmt: str) -> tuple:
+        size = struct.calcsize("<" + fmt)
+        data = f.read(size)
+        if len(data) != size:
+            raise EOFError
+        return struct.unpack("<" + fmt, data)
+
+    def read_string(f: BinaryIO) -> bytes:
+        (length,) = read(f, "Q")
+        return f.read(length)
+
+    def skip_value(f: BinaryIO, vtype: int) -> None:
+        if vtype == _GGUF_STRING:
+            read_string(f)
+        elif vtype == _GGUF_ARRAY:
+            etype, count = read(f, "IQ")
+            if etype in _GGUF_SCALARS:
+                f.seek(struct.calcsize("<" + _GGUF_SCALARS[etype]) * count, 1)
+            else:
+                for _ in range(count):
+                    skip_value(f, etype)
+        else:
+            f.seek(struct.calcsize("<" + _GGUF_SCALARS[vtype]), 1)
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                return None
+            (version,) = read(f, "I")
+            if version < 2:
+                return None
+            _tensors, kv_count = read(f, "QQ")
+            for _ in range(kv_count):
+                key = read_string(f).decode("utf-8", "replace")
+                (vtype,) = read(f, "I")
+                if key.endswith(".context_length") and vtype in _GGUF_SCALARS:
+                    return int(read(f, _GGUF_SCALARS[vtype])[0])
+                skip_value(f, vtype)
+    except (OSError, EOFError, KeyError, struct.error):
+        log.debug("could not read the context length from %s", path, exc_info=True)
+    return None
 
 
 def ensure_converted(spec: str, root: Path) -> Path:

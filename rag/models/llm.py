@@ -11,6 +11,7 @@ on the LLM, so concurrent streams never read each other's numbers.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -184,6 +185,9 @@ def resolve_tokenizer_source(spec: str, root: Path) -> str:
 def _window_from_config(source: str) -> int | None:
     from transformers import AutoConfig
 
+    window_file = Path(source) / bundled.WINDOW_FILE  # a tokenizer-only conversion of a GGUF
+    if window_file.is_file():
+        return int(json.loads(window_file.read_text())["max_position_embeddings"])
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError):

@@ -58,7 +58,8 @@ class OpenAILLM(LLM):
         self._http = httpx.Client(
             headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0), follow_redirects=True
         )
-        # ``bundled:`` names mean nothing to a server: use the model it serves.
+        # A ``bundled:`` name (the default setting) is only used if the server lists it (this service's own API
+        # does); otherwise the server's first model is taken.
         self._model: str | None = None if settings.llm_model.startswith("bundled:") else settings.llm_model
         self._probe_lock = threading.Lock()
         self._probed = False
@@ -73,10 +74,10 @@ class OpenAILLM(LLM):
     @property
     def name(self) -> str:  # type: ignore[override]
         if self._model is None:
-            models = self._models()
-            if not models:
+            ids = [str(m.get("id")) for m in self._models()]
+            if not ids:
                 raise LLMServerError(f"{self.api_base}/models lists no model; set RAG_LLM_MODEL")
-            self._model = str(models[0]["id"])
+            self._model = self.settings.llm_model if self.settings.llm_model in ids else ids[0]
         return self._model
 
     def _models(self) -> list[dict[str, Any]]:
