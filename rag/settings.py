@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     )
     context_window: int | None = Field(default=None, description="Override the model's context window.")
     max_new_tokens: int = 256
+    summary_max_new_tokens: int = Field(
+        default=160, ge=8, description="Tokens a document summary (and each partial summary of a long one) may use."
+    )
     temperature: float = 0.0
     top_p: float = 1.0
     synthesis_mode: Literal["compact", "refine", "tree_summarize"] = "compact"

@@ -1,0 +1,360 @@
+"""Document summaries: written by the LLM after a document's chunks are committed, stored in SQL, embedded, indexed.
+
+Why it is shaped this way:
+- Summaries are a later stage: chunks are searchable as soon as ingestion commits them, and summaries follow (in the
+  same run with ``RAG.ingest(summarize=True)``, or later with ``rag summarize``). Each document is committed as soon
+  as its summary is written, so an interrupt loses at most the document in progress; the rest stay pending and the
+  next run picks them up.
+- The text is rebuilt from the stored chunks rather than re-read from the file: the file may have changed or gone
+  since, and the chunks are exactly what is indexed. The overlap each chunk repeats from the previous one is dropped
+  using the character offsets, so the model does not read every boundary twice.
+- Every LLM call is built by :func:`rag.budget.budget_prompt`, the exact-count budgeter synthesis uses, so
+  ``prompt + max_new_tokens <= context window`` holds by construction, counted with the model's own tokenizer on the
+  rendered chat prompt. A document that fits is summarised in one call; a longer one is map-reduced: runs of
+  consecutive chunks that fit are summarised, then the partial summaries are combined in groups that fit, level by
+  level, until one is left.
+- The LLM runs without the collection's writer lock (ingestion must not wait minutes for it); the lock is taken only
+  to commit, and the commit first checks that the document still has the content hash that was summarised. If
+  ingestion changed the document meanwhile, the summary is dropped and the document stays pending for its new text.
+- A summary is stored on the document (``Document.summary``, ``summary_model``, ``summary_state``) and as a
+  ``Chunk(kind='summary', position=-1)`` with its embedding, written through :meth:`Store.write`, so FAISS, BM25 and
+  crash repair treat it like any chunk and retrieval routes a summary hit to that document's best chunks.
+- Generation is one call at a time: the LLM interface has no batched generation yet. On a GPU the map calls of one
+  document (and the single calls of many short documents) are independent and could be batched.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from ingest.pipeline import Cancelled, ProgressFn, writer_lock
+from rag.budget import BudgetedPrompt, Passage, budget_prompt
+from rag.models.embedder import Embedder
+from rag.models.llm import LLM
+from rag.settings import Settings
+from rag.store.schema import Chunk, Collection, Document
+from rag.store.store import Changes, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "You write short, factual summaries of documents. Use only what the text says."
+
+DOCUMENT_TEMPLATE = (
+    "Summarize the document below in at most {words} words. Say what kind of document it is, what it is about, "
+    "and its key facts (names, dates, figures). Write plain prose, without a preamble.\n\n"
+    "Document: {title}\n\n{context}"
+)
+PART_TEMPLATE = (
+    "Below is one part of the document {title}. Summarize this part in at most {words} words, keeping its key "
+    "facts (names, dates, figures). Write plain prose, without a preamble.\n\n{context}"
+)
+COMBINE_TEMPLATE = (
+    "Below are summaries of consecutive parts of the document {title}. Combine them into one summary of the whole "
+    "document in at most {words} words: what kind of document it is, what it is about, and its key facts. Write "
+    "plain prose, without a preamble.\n\n{context}"
+)
+
+MAX_TITLE_CHARS = 200
+"""Titles enter every prompt uncut (budget fields are never truncated), so an absurd one is clipped first."""
+
+_PREAMBLE = re.compile(
+    r"^\s*(?:(?:sure|certainly|okay)[,!.]?\s*)?(?:here(?:'s| is)\b[^\n:]*|(?:in )?summary)\s*:\s*", re.IGNORECASE
+)
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]?(?=\s|$)")
+
+
+class SummaryError(Exception):
+    """A document that cannot be summarised (window too small, empty output); recorded on the document."""
+
+
+@dataclass
+class _Source:
+    """What one summary is written from, captured with the content hash it belongs to."""
+
+    doc_id: int
+    path: str
+    title: str
+    content_hash: str
+    segments: list[str]
+
+
+def deduplicated_segments(rows: Sequence[tuple[str, int | None, int | None]]) -> list[str]:
+    """Chunk texts (in position order) without the overlap each repeats from the previous chunk.
+
+    ``rows`` are (text, start_char, end_char). Concatenated, the segments give back the document's text; where two
+    chunks do not touch (whitespace the chunker dropped) or offsets are unknown, a newline stands for the gap.
+    """
+    segments: list[str] = []
+    prev_end: int | None = None
+    for text, start, end in rows:
+        if prev_end is not None and start is not None and start < prev_end:
+            piece = text[min(prev_end - start, len(text)) :]
+        else:
+            piece = ("\n" + text) if segments else text
+        prev_end = None if end is None else max(end, prev_end or 0)
+        if piece.strip():
+            segments.append(piece)
+    return segments
+
+
+def clean_summary(text: str, finish_reason: str) -> str:
+    """The model's text without a chatty preamble; cut back to the last full sentence when it ran out of tokens."""
+    text = _PREAMBLE.sub("", text.strip(), count=1).strip()
+    if finish_reason == "length":
+        ends = list(_SENTENCE_END.finditer(text))
+        if ends and ends[-1].end() >= 0.4 * len(text):
+            text = text[: ends[-1].end()]
+    return text
+
+
+def _verbatim(passage: Passage, text: str) -> str:
+    """Document segments go into the prompt as they are: they already carry their own separators."""
+    return text
+
+
+def _bulleted(passage: Passage, text: str) -> str:
+    return f"- {text}"
+
+
+class Summarizer:
+    """Writes the summaries of one collection's documents; see the module docstring for the why."""
+
+    def __init__(self, store: Store, embedder: Embedder, llm: LLM, settings: Settings) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.llm = llm
+        self.settings = settings
+        self.max_new_tokens = settings.summary_max_new_tokens
+        # About 0.6 words per token leaves the model room to finish its last sentence.
+        self.words = max(10, self.max_new_tokens * 5 // 8)
+        self.model_name = getattr(llm, "name", None) or settings.llm_model
+
+    # --- public ------------------------------------------------------------------------------------
+    def run(
+        self,
+        collection: str,
+        doc_ids: list[int] | None = None,
+        force: bool = False,
+        progress: ProgressFn | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> tuple[int, int]:
+        """Summarise the documents that need it; returns (written, failed).
+
+        Without ``doc_ids``: every indexed document whose summary is pending or was never written (``none``);
+        failed ones are left alone so a document the model cannot handle does not cost a call on every run. With
+        ``doc_ids``: those documents unless already done. ``force`` rewrites done ones too (e.g. a new model).
+        Raises :class:`ingest.pipeline.Cancelled` when ``should_cancel`` says so; what was written stays.
+        """
+        coll = self.store.collection(collection)
+        if coll.embed_model != self.embedder.name:
+            raise StoreError(
+                f"collection '{collection}' was embedded with '{coll.embed_model}' but the loaded embedder is "
+                f"'{self.embedder.name}'"
+            )
+        todo = self._select(coll.id, doc_ids, force)
+        written = failed = 0
+        last_save = time.monotonic()
+        try:
+            for done, doc_id in enumerate(todo, start=1):
+                if should_cancel is not None and should_cancel():
+                    raise Cancelled(f"cancelled after {done - 1} of {len(todo)} summaries")
+                source = self._load(doc_id)
+                if source is None:
+                    continue  # deleted or failed since it was selected
+                outcome = self._one(coll, source, should_cancel)
+                written += outcome is True
+                failed += outcome is False
+                if progress is not None:
+                    progress(done, len(todo), source.path)
+                if time.monotonic() - last_save > self.settings.index_save_interval_s:
+                    self._save_index(coll)
+                    last_save = time.monotonic()
+        finally:
+            if written:
+                self._save_index(coll)
+        return written, failed
+
+    def summarize_text(self, title: str, segments: list[str], should_cancel: Callable[[], bool] | None = None) -> str:
+        """One document's summary from its text segments: one call when it fits, else map-reduce."""
+        fields = {"title": title[:MAX_TITLE_CHARS], "words": str(self.words)}
+        passages = [Passage(n, text) for n, text in enumerate(segments, start=1)]
+        whole = self._budget(DOCUMENT_TEMPLATE, fields, passages, 0)
+        if whole.next_index == len(passages) and not whole.truncated:
+            return self._final(self._generate(whole, should_cancel))
+
+        partials: list[str] = []
+        start = 0
+        while start < len(passages):
+            prompt = self._budget(PART_TEMPLATE, fields, passages, start)
+            if prompt.truncated:
+                log.warning("summary of %s: a chunk longer than the window was cut to fit", title)
+            partials.append(self._generate(prompt, should_cancel))
+            start = prompt.next_index
+        log.debug("summary of %s: %d segments mapped into %d partial summaries", title, len(passages), len(partials))
+        return self._final(self._reduce([p for p in partials if p], fields, should_cancel))
+
+    # --- selection and loading -----------------------------------------------------------------------
+    def _select(self, collection_id: int, doc_ids: list[int] | None, force: bool) -> list[int]:
+        with self.store.session() as s:
+            q = select(Document.id).where(Document.collection_id == collection_id, Document.status == "indexed")
+            if doc_ids is not None:
+                q = q.where(Document.id.in_(doc_ids))
+                if not force:
+                    q = q.where(Document.summary_state != "done")
+            elif not force:
+                q = q.where(Document.summary_state.in_(("pending", "none")))
+            return list(s.scalars(q.order_by(Document.id)))
+
+    def _load(self, doc_id: int) -> _Source | None:
+        with self.store.session() as s:
+            doc = s.get(Document, doc_id)
+            if doc is None or doc.status != "indexed":
+                return None
+            rows = s.execute(
+                select(Chunk.text, Chunk.start_char, Chunk.end_char)
+                .where(Chunk.document_id == doc_id, Chunk.kind == "chunk")
+                .order_by(Chunk.position)
+            ).all()
+            name = Path(doc.path).name
+            title = f"{doc.title} ({name})" if doc.title and doc.title.strip() != name else name
+            return _Source(doc.id, doc.path, title, doc.content_hash, deduplicated_segments(rows))
+
+    # --- one document --------------------------------------------------------------------------------
+    def _one(self, coll: Collection, source: _Source, should_cancel: Callable[[], bool] | None) -> bool | None:
+        """Summarise and commit one document: True written, False failed, None superseded by a newer version."""
+        started = time.monotonic()
+        try:
+            if not source.segments:
+                raise SummaryError("the document has no text to summarise")
+            summary = self.summarize_text(source.title, source.segments, should_cancel)
+            vector = self.embedder.embed([summary])[0]
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one document's failure (model, budget, embedder) must not stop the rest
+            log.warning("summary of %s failed: %s", source.path, exc)
+            return False if self._commit_failure(coll, source, f"{type(exc).__name__}: {exc}") else None
+        if not self._commit(coll, source, summary, vector):
+            log.info("%s changed while it was summarised; its summary waits for the new content", source.path)
+            return None
+        log.info("summarised %s in %.1fs (%d words)", source.path, time.monotonic() - started, len(summary.split()))
+        return True
+
+    def _budget(
+        self, template: str, fields: dict[str, str], passages: list[Passage], start: int, *, bulleted: bool = False
+    ) -> BudgetedPrompt:
+        return budget_prompt(
+            self.llm,
+            system=SYSTEM,
+            template=template,
+            fields=fields,
+            passages=passages,
+            max_new_tokens=self.max_new_tokens,
+            start=start,
+            overflow="stop",
+            formatter=_bulleted if bulleted else _verbatim,
+            separator="\n" if bulleted else "",
+        )
+
+    def _generate(self, prompt: BudgetedPrompt, should_cancel: Callable[[], bool] | None) -> str:
+        if should_cancel is not None and should_cancel():
+            raise Cancelled("cancelled while summarising")
+        result = self.llm.generate(
+            prompt.messages, max_new_tokens=prompt.max_new_tokens, temperature=0.0, top_p=1.0
+        )
+        return clean_summary(result.text, result.finish_reason)
+
+    def _reduce(self, partials: list[str], fields: dict[str, str], should_cancel: Callable[[], bool] | None) -> str:
+        """Combine partial summaries in groups that fit the window, level by level, until one is left."""
+        if not partials:
+            raise SummaryError("the model wrote no text for any part of the document")
+        while len(partials) > 1:
+            items = [Passage(n, text) for n, text in enumerate(partials, start=1)]
+            groups: list[BudgetedPrompt] = []
+            start = 0
+            while start < len(items):
+                groups.append(self._budget(COMBINE_TEMPLATE, fields, items, start, bulleted=True))
+                start = groups[-1].next_index
+            if len(groups) == len(items):
+                raise SummaryError(
+                    f"the context window of {self.llm.context_window} tokens cannot hold two partial summaries of "
+                    f"{self.max_new_tokens} tokens; lower RAG_SUMMARY_MAX_NEW_TOKENS"
+                )
+            # A group of one (the tail of a level) is carried up as it is, not paraphrased by another call.
+            partials = [
+                items[g.passages[0].index].text if len(g.passages) == 1 and not g.truncated
+                else self._generate(g, should_cancel)
+                for g in groups
+            ]
+            partials = [p for p in partials if p]
+            if not partials:
+                raise SummaryError("the model wrote no text when combining the partial summaries")
+        return partials[0]
+
+    @staticmethod
+    def _final(summary: str) -> str:
+        if not summary.strip():
+            raise SummaryError("the model wrote an empty summary")
+        return summary
+
+    # --- commits -------------------------------------------------------------------------------------
+    def _commit(self, coll: Collection, source: _Source, summary: str, vector: np.ndarray) -> bool:
+        """Store the summary and replace the document's summary chunk, unless the document changed meanwhile."""
+        token_count = self.embedder.count_tokens(summary)
+
+        def work(s: Session, changes: Changes) -> bool:
+            doc = s.get(Document, source.doc_id)
+            if doc is None or doc.status != "indexed" or doc.content_hash != source.content_hash:
+                return False
+            old = list(s.scalars(select(Chunk.id).where(Chunk.document_id == doc.id, Chunk.kind == "summary")))
+            if old:
+                s.execute(delete(Chunk).where(Chunk.id.in_(old)))
+            row = Chunk(
+                document_id=doc.id,
+                collection_id=coll.id,
+                kind="summary",
+                position=-1,
+                text=summary,
+                token_count=token_count,
+                meta={"model": self.model_name},
+                embedding=np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
+            )
+            s.add(row)
+            doc.summary, doc.summary_model, doc.summary_state, doc.summary_error = summary, self.model_name, "done", None
+            s.flush()
+            Store.bump_generation(s, coll.id)
+            changes.removed.extend(old)
+            changes.added_ids.append(row.id)
+            changes.added_vectors.append(vector.reshape(1, -1))
+            return True
+
+        tlock, flock = writer_lock(self.settings, coll.name)
+        with tlock, flock:
+            return self.store.write(coll, work)
+
+    def _commit_failure(self, coll: Collection, source: _Source, error: str) -> bool:
+        """Mark the document's summary failed (an earlier summary of the same content, if any, is kept)."""
+
+        def work(s: Session, changes: Changes) -> bool:
+            doc = s.get(Document, source.doc_id)
+            if doc is None or doc.content_hash != source.content_hash:
+                return False
+            doc.summary_state, doc.summary_error = "failed", error
+            return True
+
+        tlock, flock = writer_lock(self.settings, coll.name)
+        with tlock, flock:
+            return self.store.write(coll, work)
+
+    def _save_index(self, coll: Collection) -> None:
+        tlock, flock = writer_lock(self.settings, coll.name)
+        with tlock, flock:
+            self.store.index(coll).save()
