@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from api import errors
+from api.concurrency import gate_for
 from api.jobs import JobManager
 from api.metrics import Metrics, MetricsMiddleware
 from api.openai_compat import router as openai_router
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.started_at = time.time()
     app.state.llm_window = None
+    app.state.llm_gate = gate_for(settings.llm_backend)
     errors.install(app)
 
     app.add_middleware(BodyLimitMiddleware, settings=settings)
@@ -141,7 +143,7 @@ def _add_operational_routes(app: FastAPI) -> None:
                 with rag.store.session() as s:
                     s.execute(text("SELECT 1"))
                 checks["store"] = "ok"
-            except Exception as exc:  # the database is down or unreachable
+            except Exception as exc:  # noqa: BLE001 - any failure means: the database is down or unreachable
                 log.warning("readiness: store check failed: %s", exc)
                 checks["store"] = "unavailable"
                 ok = False

@@ -19,6 +19,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from api.errors import APIError
@@ -108,7 +109,7 @@ class JobManager:
             raise APIError(404, f"no job {job_id!r}")
         return run_to_dict(run)
 
-    def list(self, limit: int = 50) -> list[dict[str, Any]]:
+    def list_jobs(self, limit: int = 50) -> list[dict[str, Any]]:
         return [run_to_dict(r) for r in self.rag.store.list_runs(limit)]
 
     def cancel(self, job_id: str) -> dict[str, Any]:
@@ -178,7 +179,9 @@ class JobManager:
 
         live = ["running", "cancelling"]
         try:
-            report = self.rag.ingest(paths, collection, summarize=summarize, progress=progress, should_cancel=cancel)
+            report = self.rag.ingest(
+                list[str | Path](paths), collection, summarize=summarize, progress=progress, should_cancel=cancel
+            )
         except Cancelled as exc:
             state = "interrupted" if self.stopping.is_set() and not cancel.event.is_set() else "cancelled"
             why = "the server stopped during the job" if state == "interrupted" else str(exc)

@@ -20,16 +20,16 @@ from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from api import schemas as S
+from api.concurrency import LLMGate, Slot
 from api.deps import get_metrics, get_rag, get_settings
 from api.errors import APIError, translate
 from api.metrics import Metrics
 from api.security import require_api_key
-from api.streaming import SSE_HEADERS, BlockingStream, sse
+from api.streaming import BlockingStream, GatedStreamingResponse, sse
 from rag.engine import RAG
 from rag.settings import Settings
 from rag.types import Answer
@@ -182,20 +182,23 @@ def _known_window(request: Request, settings: Settings) -> int | None:
                          "(text/event-stream) ending in `data: [DONE]`; model `rag` adds `sources`.",
           "content": {"text/event-stream": {"schema": {"type": "string"}}}},
 })
-async def chat_completions(req: ChatRequest, rag: Rag, settings: SettingsDep, metrics: MetricsDep) -> Any:
+async def chat_completions(req: ChatRequest, request: Request, rag: Rag, settings: SettingsDep,
+                           metrics: MetricsDep) -> Any:
+    gate: LLMGate = request.app.state.llm_gate
     if req.model == RAG_MODEL:
-        return await _rag_chat(req, rag, metrics)
+        return await _rag_chat(req, rag, metrics, gate)
     if req.model == settings.llm_model:
-        return await _llm_chat(req, rag, settings, metrics)
+        return await _llm_chat(req, rag, settings, metrics, gate)
     raise APIError(404, f"model {req.model!r} does not exist; GET /v1/models lists '{settings.llm_model}' and "
                         f"'{RAG_MODEL}'", "model_not_found")
 
 
-async def _rag_chat(req: ChatRequest, rag: RAG, metrics: Metrics) -> Any:
+async def _rag_chat(req: ChatRequest, rag: RAG, metrics: Metrics, gate: LLMGate) -> Any:
     question = _question(req.messages)
     cid, created = _completion_id(), int(time.time())
     if not req.stream:
-        answer: Answer = await run_in_threadpool(rag.query, question, req.top_k, req.collection, mode=req.mode)
+        async with gate.slot():
+            answer: Answer = await run_in_threadpool(rag.query, question, req.top_k, req.collection, mode=req.mode)
         metrics.add_usage("chat", answer.usage.prompt_tokens, answer.usage.completion_tokens)
         return {
             "id": cid, "object": "chat.completion", "created": created, "model": RAG_MODEL,
@@ -205,7 +208,12 @@ async def _rag_chat(req: ChatRequest, rag: RAG, metrics: Metrics) -> Any:
             "sources": [s.to_dict() for s in answer.sources],
             "abstained": answer.abstained,
         }
-    stream = await BlockingStream(rag.stream(question, req.top_k, req.collection, mode=req.mode)).prime()
+    slot = await gate.acquire()
+    try:
+        stream = await BlockingStream(rag.stream(question, req.top_k, req.collection, mode=req.mode)).prime()
+    except BaseException:
+        slot.release()
+        raise
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
     async def events() -> Any:
@@ -222,11 +230,11 @@ async def _rag_chat(req: ChatRequest, rag: RAG, metrics: Metrics) -> Any:
                                          "model": RAG_MODEL, "choices": [], "usage": usage})
                 elif item:
                     yield sse(None, _chunk(cid, created, RAG_MODEL, {"content": item}, None))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - headers are sent: report in-band (_stream_error logs it)
             yield _stream_error(exc, "chat")
         yield sse(None, "[DONE]")
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return GatedStreamingResponse(events(), slot.release)
 
 
 def _llm_budget(rag: RAG, settings: Settings, req: ChatRequest, messages: list[dict[str, str]]) -> tuple[Any, int, int]:
@@ -253,9 +261,20 @@ def _llm_budget(rag: RAG, settings: Settings, req: ChatRequest, messages: list[d
     return llm, prompt_tokens, max_new
 
 
-async def _llm_chat(req: ChatRequest, rag: RAG, settings: Settings, metrics: Metrics) -> Any:
+async def _llm_chat(req: ChatRequest, rag: RAG, settings: Settings, metrics: Metrics, gate: LLMGate) -> Any:
     messages = _plain_messages(req.messages)
-    llm, prompt_tokens, max_new = await run_in_threadpool(_llm_budget, rag, settings, req, messages)
+    slot = await gate.acquire()
+    try:
+        return await _llm_chat_in_slot(req, rag, settings, metrics, slot, messages)
+    except BaseException:
+        slot.release()
+        raise
+
+
+async def _llm_chat_in_slot(req: ChatRequest, rag: RAG, settings: Settings, metrics: Metrics, slot: Slot,
+                            messages: list[dict[str, str]]) -> Any:
+    """Runs holding a slot; a JSON answer gives it back here, a stream when its response ends."""
+    llm, _, max_new = await run_in_threadpool(_llm_budget, rag, settings, req, messages)
     sampling = {
         "max_new_tokens": max_new,
         "temperature": settings.temperature if req.temperature is None else req.temperature,
@@ -264,6 +283,7 @@ async def _llm_chat(req: ChatRequest, rag: RAG, settings: Settings, metrics: Met
     cid, created, model = _completion_id(), int(time.time()), req.model
     if not req.stream:
         gen = await run_in_threadpool(lambda: llm.generate(messages, **sampling))
+        slot.release()
         metrics.add_usage("chat", gen.prompt_tokens, gen.completion_tokens)
         return {
             "id": cid, "object": "chat.completion", "created": created, "model": model,
@@ -288,11 +308,11 @@ async def _llm_chat(req: ChatRequest, rag: RAG, settings: Settings, metrics: Met
                         yield sse(None, {"id": cid, "object": "chat.completion.chunk", "created": created,
                                          "model": model, "choices": [],
                                          "usage": _usage(item.prompt_tokens, item.completion_tokens)})
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - headers are sent: report in-band (_stream_error logs it)
             yield _stream_error(exc, "chat")
         yield sse(None, "[DONE]")
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return GatedStreamingResponse(events(), slot.release)
 
 
 def _with_result(text_stream: Any) -> Iterator[Any]:
@@ -334,9 +354,9 @@ def tokenize(req: TokenizeRequest, rag: Rag) -> dict[str, Any]:
         else:
             messages = _plain_messages(req.messages or [])
             count = llm.count_messages(messages)
-            counter = getattr(llm, "tokens", None)
-            if tokenizer is not None and req.add_generation_prompt and hasattr(counter, "encode_messages"):
-                tokens = list(counter.encode_messages(messages))
+            encode = getattr(getattr(llm, "tokens", None), "encode_messages", None)  # HFTokenCounter of LocalLLM
+            if tokenizer is not None and req.add_generation_prompt and encode is not None:
+                tokens = list(encode(messages))
     except Exception as exc:
         if translate(exc) is not None and not isinstance(exc, ValueError):
             raise

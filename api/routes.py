@@ -14,18 +14,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api import schemas as S
+from api.concurrency import LLMGate
 from api.deps import get_jobs, get_metrics, get_rag, get_settings
 from api.errors import APIError, translate
 from api.jobs import JobManager
 from api.metrics import Metrics
 from api.security import require_api_key, resolve_allowed
-from api.streaming import SSE_HEADERS, BlockingStream, sse
+from api.streaming import BlockingStream, GatedStreamingResponse, sse
 from api.uploads import safe_filename, save_upload, upload_dir
 from rag.engine import RAG
 from rag.settings import Settings
@@ -135,7 +136,7 @@ def _valid_collection(name: str) -> bool:
 @router.get("/jobs", response_model=S.JobList, responses=S.error_responses(401))
 def list_jobs(jobs: Jobs, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
     """Most recent jobs first, as persisted (jobs of earlier runs of the server included)."""
-    return {"jobs": jobs.list(limit)}
+    return {"jobs": jobs.list_jobs(limit)}
 
 
 @router.get("/jobs/{job_id}", response_model=S.Job, responses=S.error_responses(401, 404))
@@ -162,14 +163,21 @@ def cancel_job(job_id: JobId, jobs: Jobs) -> dict[str, Any]:
 )
 async def query(req: S.QueryRequest, request: Request, rag: Rag, metrics: MetricsDep) -> Any:
     """A grounded answer with numbered sources, or an abstention when the documents hold nothing relevant."""
-    kwargs = dict(mode=req.mode, path_prefix=req.path_prefix, document_ids=req.document_ids)
+    kwargs: dict[str, Any] = {"mode": req.mode, "path_prefix": req.path_prefix, "document_ids": req.document_ids}
     wants_sse = req.stream or "text/event-stream" in request.headers.get("accept", "")
+    gate: LLMGate = request.app.state.llm_gate
     if not wants_sse:
-        answer: Answer = await run_in_threadpool(rag.query, req.question, req.top_k, req.collection, **kwargs)
+        async with gate.slot():
+            answer: Answer = await run_in_threadpool(rag.query, req.question, req.top_k, req.collection, **kwargs)
         metrics.add_usage("query", answer.usage.prompt_tokens, answer.usage.completion_tokens)
         return answer.to_dict()
-    stream = await BlockingStream(rag.stream(req.question, req.top_k, req.collection, **kwargs)).prime()
-    return StreamingResponse(_query_events(stream, metrics), media_type="text/event-stream", headers=SSE_HEADERS)
+    slot = await gate.acquire()
+    try:
+        stream = await BlockingStream(rag.stream(req.question, req.top_k, req.collection, **kwargs)).prime()
+    except BaseException:
+        slot.release()
+        raise
+    return GatedStreamingResponse(_query_events(stream, metrics), slot.release)
 
 
 async def _query_events(stream: BlockingStream[str | Answer], metrics: Metrics) -> Any:

@@ -16,11 +16,11 @@ COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
 
-def NewCollection() -> Any:  # noqa: N802 - reads like the Field it returns
+def NewCollection() -> Any:
     return Field(default="default", pattern=COLLECTION_PATTERN, description="Collection to write to.")
 
 
-def CollectionRef() -> Any:  # noqa: N802
+def CollectionRef() -> Any:
     return Field(default="default", min_length=1, max_length=200, description="Collection to read from.")
 
 

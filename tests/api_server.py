@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Self
 
 import httpx
 
@@ -53,6 +53,7 @@ class ApiServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None
         if models_dir is not None:
             # Share one conversion of the bundled model between servers, whether or not Settings knows
             # RAG_MODELS_DIR: <data_dir>/models is where the conversion goes by default.
@@ -62,11 +63,11 @@ class ApiServer:
                 models_dir.mkdir(parents=True, exist_ok=True)
                 link.symlink_to(models_dir, target_is_directory=True)
 
-    def start(self, timeout_s: float = 240.0) -> ApiServer:
+    def start(self, timeout_s: float = 240.0) -> Self:
         cmd = [sys.executable, "-m", "rag.cli", "-v", "serve", "--data-dir", str(self.data_dir),
                "--host", "127.0.0.1", "--port", str(self.port)]
-        log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - the server writes to it until stop()
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -81,14 +82,16 @@ class ApiServer:
         raise RuntimeError(f"server not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)  # graceful: the lifespan closes jobs and the store
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # graceful: the lifespan closes jobs and the store
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
@@ -101,7 +104,7 @@ class ApiServer:
         assert self.proc is not None
         return self.proc.pid
 
-    def __enter__(self) -> ApiServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -8,7 +8,6 @@ official ``openai`` client, path confinement, size limits, and that queries are 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -382,3 +381,28 @@ def test_postgres_backed_server(pg_url: str, tmp_path: Path, tmp_path_factory: p
             assert run is not None and run.state == "done"
         finally:
             check.close()
+
+
+# --- admission control (no server needed) -----------------------------------------------------------
+def test_llm_gate_queues_then_refuses() -> None:
+    import asyncio
+
+    from api.concurrency import LLMGate
+    from api.errors import APIError
+
+    async def scenario() -> None:
+        gate = LLMGate(slots=1, max_waiting=1)
+        held = await gate.acquire()
+        waiter = asyncio.create_task(gate.acquire())
+        await asyncio.sleep(0)
+        assert gate.waiting == 1 and not waiter.done()
+        with pytest.raises(APIError) as refused:
+            await gate.acquire()
+        assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "5"}
+        held.release()
+        held.release()  # idempotent: a second release must not free a second slot
+        second = await asyncio.wait_for(waiter, 1)
+        assert gate._sem.locked()
+        second.release()
+
+    asyncio.run(scenario())

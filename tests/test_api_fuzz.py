@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from hypothesis.errors import Unsatisfiable  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
 
-from tests.api_server import ApiServer, server_env, wait_job  # noqa: E402
+from tests.api_server import ApiServer, server_env, wait_job
 
 MAX_EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES", "12"))  # raise it for a longer local hunt
 
@@ -57,11 +56,11 @@ def test_no_server_errors(fuzz_server: ApiServer) -> None:
     assert not failures, "\n".join(failures)
 
 
-def _fuzz(operation, mode, base_url: str) -> None:  # noqa: ANN001 - schemathesis APIOperation, GenerationMode
+def _fuzz(operation, mode, base_url: str) -> None:
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-    def run(case) -> None:  # noqa: ANN001 - schemathesis.Case
+    def run(case) -> None:
         response = case.call(base_url=base_url, timeout=120)
         where = f"{case.method} {case.formatted_path} -> {response.status_code}"
         assert response.status_code < 500, f"{where}: {response.text[:500]}"

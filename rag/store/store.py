@@ -408,7 +408,7 @@ class Store:
                 .where(IngestionRun.id == run_id, IngestionRun.state.in_(list(from_states)))
                 .values(**values)
             )
-            return bool(res.rowcount)
+            return bool(res.rowcount)  # type: ignore[attr-defined]  # a CursorResult for UPDATE
 
     def get_run(self, run_id: str) -> IngestionRun | None:
         with self.session() as s:
