@@ -234,6 +234,26 @@ def test_llm_passthrough_and_tokenize(oai: openai.OpenAI, client: httpx.Client) 
     assert client.post("/detokenize", json={"tokens": tok["tokens"]}).json()["prompt"] == "hello world"
 
 
+def test_server_as_llm_server_for_the_openai_backend(server: ApiServer, tmp_path: Path) -> None:
+    """Another instance's HTTP backend can use this server as its LLM server (exact counts via /tokenize)."""
+    from rag import Settings
+    from rag.models.openai_llm import OpenAILLM
+
+    llm = OpenAILLM(Settings(data_dir=tmp_path, llm_backend="openai", llm_base_url=f"{server.url}/v1",
+                             llm_model="bundled:smollm2-135m"))
+    try:
+        assert llm.exact_counts and llm.context_window == 8192
+        messages = [{"role": "user", "content": "Name a colour."}]
+        assert llm.count_messages(messages) > llm.count_tokens("Name a colour.")
+        assert llm.truncate("one two three four five six", 3) == "one two three"
+        gen = llm.generate(messages, max_new_tokens=4)
+        assert 0 < gen.completion_tokens <= 4 and gen.prompt_tokens == llm.count_messages(messages)
+        stream = llm.stream(messages, max_new_tokens=4)
+        assert "".join(stream) == stream.generation.text and stream.generation.completion_tokens <= 4
+    finally:
+        llm.close()
+
+
 # --- confinement, limits, malformed input ------------------------------------------------------
 def test_path_escapes_are_forbidden(client: httpx.Client, corpus: dict[str, Path]) -> None:
     root = corpus["root"]
@@ -333,7 +353,7 @@ def test_metrics(client: httpx.Client, ingested: dict) -> None:
 # --- auth ---------------------------------------------------------------------------------------------
 def test_api_keys(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     models = tmp_path_factory.getbasetemp() / "shared-models"
-    env = server_env(models, api_keys=["key-one", "key-two"])
+    env = server_env(models, api_keys=["key-one", "key-two"], cors_origins=["https://app.example"])
     with ApiServer(tmp_path / "data", env, models_dir=models) as srv, httpx.Client(base_url=srv.url) as c:
         assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
         r = c.get("/v1/collections")
@@ -349,6 +369,19 @@ def test_api_keys(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> N
         ok = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="key-two", max_retries=0)
         assert "rag" in [m.id for m in ok.models.list().data]
         assert "key-one" not in srv.log_tail(100_000) and "key-three" not in srv.log_tail(100_000)
+
+        preflight = c.options("/v1/query", headers={"Origin": "https://app.example",
+                                                    "Access-Control-Request-Method": "POST",
+                                                    "Access-Control-Request-Headers": "authorization,content-type"})
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        other = c.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_cors_off_by_default(client: httpx.Client) -> None:
+    r = client.get("/healthz", headers={"Origin": "https://app.example"})
+    assert "access-control-allow-origin" not in r.headers
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------------------
