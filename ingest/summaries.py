@@ -128,7 +128,12 @@ def _bulleted(passage: Passage, text: str) -> str:
 class Summarizer:
     """Writes the summaries of one collection's documents; see the module docstring for the why."""
 
-    def __init__(self, store: Store, embedder: Embedder, llm: LLM, settings: Settings) -> None:
+    def __init__(
+        self, store: Store, embedder: Embedder, llm: LLM, settings: Settings, *, max_input_tokens: int | None = None
+    ) -> None:
+        """``max_input_tokens`` reads only the beginning of longer documents: on slow hardware it bounds the cost
+        of a very long document (a 100-page filing is dozens of calls on CPU) at the price of a summary of its
+        lead; ``None`` reads whole documents."""
         self.store = store
         self.embedder = embedder
         self.llm = llm
@@ -137,6 +142,7 @@ class Summarizer:
         # About 0.6 words per token leaves the model room to finish its last sentence.
         self.words = max(10, self.max_new_tokens * 5 // 8)
         self.model_name = getattr(llm, "name", None) or settings.llm_model
+        self.max_input_tokens = max_input_tokens
 
     # --- public ------------------------------------------------------------------------------------
     def run(
@@ -186,6 +192,8 @@ class Summarizer:
     def summarize_text(self, title: str, segments: list[str], should_cancel: Callable[[], bool] | None = None) -> str:
         """One document's summary from its text segments: one call when it fits, else map-reduce."""
         fields = {"title": title[:MAX_TITLE_CHARS], "words": str(self.words)}
+        if self.max_input_tokens is not None:
+            segments = self._lead(segments, self.max_input_tokens)
         passages = [Passage(n, text) for n, text in enumerate(segments, start=1)]
         whole = self._budget(DOCUMENT_TEMPLATE, fields, passages, 0)
         if whole.next_index == len(passages) and not whole.truncated:
@@ -201,6 +209,21 @@ class Summarizer:
             start = prompt.next_index
         log.debug("summary of %s: %d segments mapped into %d partial summaries", title, len(passages), len(partials))
         return self._final(self._reduce([p for p in partials if p], fields, should_cancel))
+
+    def _lead(self, segments: list[str], max_tokens: int) -> list[str]:
+        """The segments that make up the first ``max_tokens`` model tokens of the text (the last one cut)."""
+        lead: list[str] = []
+        left = max_tokens
+        for segment in segments:
+            cost = self.llm.count_tokens(segment)
+            if cost > left:
+                cut = self.llm.truncate(segment, left)
+                if cut.strip():
+                    lead.append(cut)
+                break
+            lead.append(segment)
+            left -= cost
+        return lead
 
     # --- selection and loading -----------------------------------------------------------------------
     def _select(self, collection_id: int, doc_ids: list[int] | None, force: bool) -> list[int]:

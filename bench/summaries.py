@@ -1,0 +1,196 @@
+"""Document summaries: how fast they are written, and what they add to retrieval.
+
+    python bench/summaries.py throughput [--model bundled:qwen2.5-coder-0.5b] [--docs 10] [--threads 1]
+    python bench/summaries.py recall [--model bundled:smollm2-135m] [--max-input-tokens 4096] [--threads 1]
+
+``throughput``: docs/minute of :class:`ingest.summaries.Summarizer` on short real documents (the first SQuAD 2.0 dev
+paragraphs, one file each), after ingestion and with the model already loaded, so the number is the summary stage
+alone.
+
+``recall``: document-level recall@k on the 195 questions of ``../shared/data/sec10q`` (20 SEC 10-Q filings; 65
+questions need 4 filings each), before and after the filings get summaries. The same chunk store is evaluated twice:
+a copy of it receives the summaries, so the only difference is the summary entries and the routing they trigger.
+Documents are ranked by their first appearance among the top hits of ``RAG.retrieve`` (hybrid), and recall@k counts
+the gold filings among the first k documents. A 10-Q is about 50k tokens, dozens of LLM calls on CPU, so
+``--max-input-tokens`` summarises each filing's beginning only (cover page, statements of operations); the result
+records which model and cap wrote the summaries.
+
+Work folders (ingested chunks, summaries, converted models) are kept under ``--work`` and reused: summaries are
+resumable, so an interrupted run goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = REPO.parent / "shared" / "data"
+
+from ingest.summaries import Summarizer
+from rag import RAG
+
+log = logging.getLogger("bench.summaries")
+
+KS = (1, 2, 4, 5, 10)
+HITS = 40
+"""Hits retrieved per question before collapsing to documents: enough to rank 10 of the 20 filings."""
+
+
+def data_dir(work: Path, name: str) -> Path:
+    """A data directory under ``work`` whose converted models are shared with the others (converted once)."""
+    path = work / name
+    path.mkdir(parents=True, exist_ok=True)
+    models = work / "models"
+    models.mkdir(exist_ok=True)
+    link = path / "models"
+    if not link.exists():
+        link.symlink_to(models, target_is_directory=True)
+    return path
+
+
+def summarize_timed(rag: RAG, max_input_tokens: int | None) -> dict[str, Any]:
+    """Run the summary stage with the model already loaded; returns its counts and rate."""
+    llm = rag.llm  # loaded (and converted on first use) before the clock starts
+    before = {d.id for d in rag.documents() if d.summary_state == "done"}
+    summarizer = Summarizer(rag.store, rag.embedder, llm, rag.settings, max_input_tokens=max_input_tokens)
+    started = time.perf_counter()
+    written, failed = summarizer.run(
+        "default", progress=lambda done, total, path: log.info("summary %d/%d %s", done, total, Path(path).name)
+    )
+    elapsed = time.perf_counter() - started
+    docs = [d for d in rag.documents() if d.summary_state == "done"]
+    return {
+        "model": llm.name,
+        "context_window": llm.context_window,
+        "max_input_tokens": max_input_tokens,
+        "written": written,
+        "failed": failed,
+        "already_done": len(before),
+        "seconds": round(elapsed, 1),
+        "docs_per_minute": round(60 * written / elapsed, 2) if written else None,
+        "mean_summary_words": round(statistics.mean(len(d.summary.split()) for d in docs), 1) if docs else None,
+        "example": {"document": Path(docs[0].path).name, "summary": docs[0].summary} if docs else None,
+    }
+
+
+# --- throughput --------------------------------------------------------------------------------------
+def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(args.work)
+    folder = work / f"squad-{args.docs}"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = (DATA / "squad2-dev-5" / "corpus.jsonl").read_text().splitlines()[: args.docs]
+    for line in lines:
+        doc = json.loads(line)
+        (folder / f"{doc['id']}.txt").write_text(f"{doc['title']}\n\n{doc['text']}")
+    slug = args.model.replace(":", "_").replace("/", "_")
+    target = data_dir(work, f"throughput-{slug}-{args.docs}")
+    shutil.rmtree(target / "indexes", ignore_errors=True)
+    (target / "rag.db").unlink(missing_ok=True)  # a fresh store: every document needs its summary
+    rag = RAG(target, llm_model=args.model, summary_max_new_tokens=args.max_new_tokens)
+    rag.ingest(folder)
+    words = [len(json.loads(line)["text"].split()) for line in lines]
+    result = summarize_timed(rag, None)
+    result.update(documents=len(lines), mean_document_words=round(statistics.mean(words), 1))
+    return result
+
+
+# --- recall ------------------------------------------------------------------------------------------
+def doc_ranking(hits: list[Any]) -> list[str]:
+    ranking: list[str] = []
+    for hit in hits:
+        name = Path(hit.document).stem
+        if name not in ranking:
+            ranking.append(name)
+    return ranking
+
+
+def evaluate(rag: RAG, queries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean document recall@k per question type (and overall), and how often a summary is among the top 10."""
+    per_type: dict[str, dict[int, list[float]]] = {}
+    summary_in_top10 = 0
+    for q in queries:
+        hits = rag.retrieve(q["question"], top_k=HITS)
+        summary_in_top10 += any(h.kind == "summary" for h in hits[:10])
+        ranking = doc_ranking(hits)
+        gold = set(q["gold_ids"])
+        for group in (q["question_type"], "all"):
+            for k in KS:
+                per_type.setdefault(group, {}).setdefault(k, []).append(len(gold & set(ranking[:k])) / len(gold))
+    return {
+        "recall": {
+            group: {f"@{k}": round(statistics.mean(v), 4) for k, v in by_k.items()} | {"questions": len(by_k[KS[0]])}
+            for group, by_k in sorted(per_type.items())
+        },
+        "questions_with_a_summary_in_top10": summary_in_top10,
+    }
+
+
+def recall(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(args.work)
+    queries = [json.loads(line) for line in (DATA / "sec10q" / "queries.jsonl").read_text().splitlines()]
+    chunks_dir = data_dir(work, "sec10q-chunks")
+    base = RAG(chunks_dir)
+    if len(base.documents()) < 20:
+        report = base.ingest(DATA / "sec10q" / "pdfs")
+        log.info("ingested the filings: %s in %.0fs", report.counts(), report.elapsed_s)
+    without = evaluate(base, queries)
+    base.close()
+
+    slug = args.model.replace(":", "_").replace("/", "_")
+    summaries_dir = work / f"sec10q-summaries-{slug}-{args.max_input_tokens}"
+    if not summaries_dir.exists():
+        shutil.copytree(chunks_dir, summaries_dir, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    rag = RAG(summaries_dir, llm_model=args.model, summary_max_new_tokens=args.max_new_tokens)
+    stage = summarize_timed(rag, args.max_input_tokens)
+    summaries = {Path(d.path).stem: d.summary for d in rag.documents()}
+    with_summaries = evaluate(rag, queries)
+    return {
+        "summaries": stage,
+        "without_summaries": without,
+        "with_summaries": with_summaries,
+        "summary_texts": summaries,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["throughput", "recall"])
+    parser.add_argument("--model", default=None, help="LLM (default: qwen for throughput, smollm2 for recall)")
+    parser.add_argument("--docs", type=int, default=10, help="throughput: documents to summarise")
+    parser.add_argument("--max-input-tokens", type=int, default=4096, help="recall: tokens of each filing read")
+    parser.add_argument("--max-new-tokens", type=int, default=160, help="RAG_SUMMARY_MAX_NEW_TOKENS")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--work", default="/tmp/rag-bench-summaries")
+    parser.add_argument("--out", default=None, help="also write the JSON result here")
+    args = parser.parse_args()
+    args.model = args.model or ("bundled:qwen2.5-coder-0.5b" if args.what == "throughput" else "bundled:smollm2-135m")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = throughput(args) if args.what == "throughput" else recall(args)
+    result["torch_threads"] = torch.get_num_threads()
+    result["command"] = " ".join(["python", "bench/summaries.py", *sys.argv[1:]])
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
