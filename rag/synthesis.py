@@ -44,31 +44,34 @@ MODES: tuple[str, ...] = ("compact", "refine", "tree_summarize")
 
 ABSTAIN_MESSAGE = "The documents do not contain an answer to this question."
 
+# Wording chosen on SQuAD questions with the bundled Qwen 0.5B: asking for "a short, direct answer, then the source
+# number" gave answers with citations; "cite after each statement" made it answer with the citation alone ("[1]").
 SYSTEM_PROMPT = (
-    "You answer questions using only the numbered sources you are given. "
-    "After each statement, cite the source it comes from with its number in square brackets, like [1] or [2]. "
-    "If the sources do not contain the answer, say that the documents do not contain it. "
-    "Do not use outside knowledge."
+    "You are a helpful assistant. Answer the question using only the information in the sources. "
+    "Write a complete sentence that answers the question, then give the number of the source you used in square "
+    'brackets, for example: "The bridge opened in 1932 [2]." '
+    "If the sources do not contain the answer, say that the documents do not contain it."
 )
 
 COMPACT_TEMPLATE = (
     "Sources:\n\n{context}\n\n"
     "Question: {question}\n\n"
-    "Answer the question using only the sources above, and cite them like [1]."
+    "Give a short, direct answer to the question in one sentence, then the number of the source it comes from, "
+    "like [1]."
 )
 
 REFINE_TEMPLATE = (
     "Question: {question}\n\n"
-    "Existing answer:\n{existing_answer}\n\n"
+    "Existing answer: {existing_answer}\n\n"
     "More sources:\n\n{context}\n\n"
-    "Improve the existing answer with the new sources if they are relevant, keeping its citations and citing new "
-    "sources like [1]. If they are not relevant, repeat the existing answer unchanged."
+    "If the new sources give a better answer to the question, write it as a short, direct answer with the source "
+    "numbers like [1]; otherwise repeat the existing answer unchanged."
 )
 
 REDUCE_TEMPLATE = (
-    "Partial answers to a question, citing numbered sources:\n\n{context}\n\n"
+    "Partial answers to the question, with their source numbers:\n\n{context}\n\n"
     "Question: {question}\n\n"
-    "Combine the partial answers into one answer to the question. Keep their citations like [1] and add nothing "
+    "Combine them into one short, direct answer to the question. Keep the source numbers like [1] and add nothing "
     "that is not in them."
 )
 

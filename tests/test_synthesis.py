@@ -18,15 +18,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rag.budget import build_messages, numbered
 from rag.models import bundled, clear_llm_cache, load_llm
 from rag.models.llm import ContextWindowExceeded, LocalLLM
 from rag.models.openai_llm import OpenAILLM
 from rag.settings import Settings
 from rag.synthesis import (
     ABSTAIN_MESSAGE,
+    COMPACT_TEMPLATE,
+    SYSTEM_PROMPT,
     CitationFilter,
     abstain,
     clean_citations,
+    hits_to_passages,
     parse_citations,
     should_abstain,
     stream_answer,
@@ -116,8 +120,14 @@ def small_llm(small_settings: Settings) -> LocalLLM:
 
 @pytest.fixture(scope="module")
 def tight_llm(small_settings: Settings, small_llm: LocalLLM) -> LocalLLM:
-    """The same weights with a small window, so refine and tree_summarize need several calls."""
-    llm = load_llm(small_settings.model_copy(update={"context_window": 300}))
+    """The same weights with a window that holds the prompt and the first two passages but not the third, so
+    compact must drop or cut one and refine / tree_summarize need several calls."""
+    scaffold = small_llm.count_messages(
+        build_messages(SYSTEM_PROMPT, COMPACT_TEMPLATE.format(context="", question=QUESTION))
+    )
+    first_two = sum(small_llm.count_tokens(numbered(p, p.text)) + 2 for p in hits_to_passages(make_hits())[:2])
+    window = scaffold + MAX_NEW + first_two + 8
+    llm = load_llm(small_settings.model_copy(update={"context_window": window}))
     assert isinstance(llm, LocalLLM) and llm.model is small_llm.model  # weights shared, not reloaded
     return llm
 
@@ -287,7 +297,9 @@ def test_streamed_citation_filter_equals_clean(text: str, cuts: list[int]) -> No
 def api_server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     server_mod = pytest.importorskip("tests.api_server")
     base = tmp_path_factory.mktemp("oai-server")
-    with server_mod.ApiServer(base / "data", server_mod.server_env(models_dir), models_dir=models_dir) as srv:
+    env = server_mod.server_env(models_dir)
+    env["OMP_NUM_THREADS"] = "1"  # see one_torch_thread: a busy 2-core machine decodes faster on one thread
+    with server_mod.ApiServer(base / "data", env, models_dir=models_dir) as srv:
         yield srv
 
 
