@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rag.budget import build_messages, numbered
-from rag.models import bundled, clear_llm_cache, load_llm
+from rag.models import bundled, load_llm
 from rag.models.llm import ContextWindowExceeded, LocalLLM
 from rag.models.openai_llm import OpenAILLM
 from rag.settings import Settings
@@ -112,7 +112,6 @@ def small_settings(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def small_llm(small_settings: Settings) -> LocalLLM:
-    clear_llm_cache()
     llm = load_llm(small_settings)
     assert isinstance(llm, LocalLLM)
     return llm
@@ -145,6 +144,7 @@ def test_conversion_is_a_plain_safetensors_folder(small_llm: LocalLLM, small_set
     assert bundled.ensure_converted(SMALL, folder.parent) == folder  # second time: nothing to do
     assert time.perf_counter() - t0 < 1.0
     assert small_llm.context_window == 8192  # max_position_embeddings, not the tokenizer's model_max_length
+    assert load_llm(small_settings) is small_llm  # loaded once per process
     assert small_llm.dtype.is_floating_point and str(small_llm.dtype) == "torch.float32"
 
 
@@ -328,3 +328,21 @@ def test_openai_backend_against_a_real_server(api_server, small_llm: LocalLLM, s
     answer = synthesize(QUESTION, hits, llm, settings.model_copy(update={"max_new_tokens": 8}), mode="compact")
     assert answer.text and answer.usage.llm_calls == 1 and answer.usage.chunks_used == 3
     assert answer.usage.prompt_tokens + answer.usage.max_new_tokens <= answer.usage.context_window
+
+
+def test_openai_backend_without_tokenize_counts_locally_with_a_margin(
+    small_llm: LocalLLM, small_settings: Settings
+) -> None:
+    """A server that cannot be asked (here: nothing listens) is counted with the configured local tokenizer plus
+    the stated margin; without RAG_CONTEXT_WINDOW the window cannot be known and the error says so."""
+    closed = {"llm_backend": "openai", "llm_base_url": "http://127.0.0.1:9", "llm_tokenizer": SMALL}
+    llm = OpenAILLM(small_settings.model_copy(update={**closed, "llm_model": "served-model", "context_window": 2048}))
+    messages = [{"role": "user", "content": PASSAGES[1][1]}]
+    assert not llm.exact_counts
+    assert llm.count_messages(messages) == small_llm.count_messages(messages) + small_settings.llm_token_margin
+    assert llm.count_tokens(PASSAGES[1][1]) == small_llm.count_tokens(PASSAGES[1][1])
+    assert llm.truncate(PASSAGES[1][1], 10) == small_llm.truncate(PASSAGES[1][1], 10)
+    assert llm.context_window == 2048
+    unknown = OpenAILLM(small_settings.model_copy(update={**closed, "llm_model": "served-model"}))
+    with pytest.raises(ValueError, match="RAG_CONTEXT_WINDOW"):
+        _ = unknown.context_window

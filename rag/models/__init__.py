@@ -53,8 +53,11 @@ def load_llm(settings: Settings) -> LLM:
 
 def clear_llm_cache() -> None:
     """Forget loaded LLMs (tests, or to free memory after switching models)."""
+    from rag.models import llm as llm_module
+
     with _llm_cache_lock:
         _llm_cache.clear()
+        llm_module.clear_weights()
 
 
 __all__ = ["clear_llm_cache", "load_llm"]

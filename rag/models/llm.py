@@ -253,6 +253,12 @@ def _load_weights(source: str, device: str, dtype: Any) -> _LoadedWeights:
         return _weights[key]
 
 
+def clear_weights() -> None:
+    """Drop the process-wide weights cache (instances still holding a model keep it alive until they go)."""
+    with _weights_lock:
+        _weights.clear()
+
+
 class LocalLLM(LLM):
     """A transformers causal LM in this process; one generation at a time (a lock), streaming via a thread.
 

@@ -124,9 +124,12 @@ class OpenAILLM(LLM):
             self._probe()
             window = self._max_model_len
             if window is None:
-                for entry in self._models():
-                    if entry.get("id") == self.name and entry.get("max_model_len"):
-                        window = int(entry["max_model_len"])
+                try:
+                    for entry in self._models():
+                        if entry.get("id") == self.name and entry.get("max_model_len"):
+                            window = int(entry["max_model_len"])
+                except LLMServerError as exc:
+                    log.warning("cannot read the model list of %s: %s", self.api_base, exc)
             if window is None:
                 raise ValueError(
                     f"cannot tell the context window of {self.name!r} at {self.api_base}: "
