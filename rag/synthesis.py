@@ -184,10 +184,10 @@ class _Run:
     completion: int = 0
     shown: dict[int, bool] = field(default_factory=dict)  # passage number → truncated in any call
 
-    def note_prompt(self, prompt: BudgetedPrompt, *, sources: bool = True) -> None:
-        if sources:
-            for p in prompt.passages:
-                self.shown[p.number] = self.shown.get(p.number, False) or p.truncated
+    def note_prompt(self, prompt: BudgetedPrompt) -> None:
+        """Remember which sources the model saw (citations are valid only for these) and which were cut."""
+        for p in prompt.passages:
+            self.shown[p.number] = self.shown.get(p.number, False) or p.truncated
 
     def call(self, prompt: BudgetedPrompt) -> Generation:
         gen = self.llm.generate(
