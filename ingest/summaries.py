@@ -70,6 +70,8 @@ _PREAMBLE = re.compile(
     r"^\s*(?:(?:sure|certainly|okay)[,!.]?\s*)?(?:here(?:'s| is)\b[^\n:]*|(?:in )?summary)\s*:\s*", re.IGNORECASE
 )
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]?(?=\s|$)")
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
+_BLANK_LINES = re.compile(r"\n\s*\n(?:\s*\n)+")
 
 
 class SummaryError(Exception):
@@ -106,9 +108,27 @@ def deduplicated_segments(rows: Sequence[tuple[str, int | None, int | None]]) ->
     return segments
 
 
+def drop_repeats(text: str) -> str:
+    """Each sentence (or line) once: greedy decoding of small models loops ("A Quarter in Review 3" twenty times),
+    and a repeated sentence adds nothing to a summary but noise in its embedding."""
+    seen: set[str] = set()
+    lines: list[str] = []
+    for line in text.splitlines():
+        kept = []
+        for sentence in _SENTENCE_SPLIT.split(line):
+            key = " ".join(sentence.lower().split())
+            if key and key not in seen:
+                seen.add(key)
+                kept.append(sentence)
+        if kept or not line.strip():
+            lines.append(" ".join(kept))
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
 def clean_summary(text: str, finish_reason: str) -> str:
-    """The model's text without a chatty preamble; cut back to the last full sentence when it ran out of tokens."""
-    text = _PREAMBLE.sub("", text.strip(), count=1).strip()
+    """The model's text without a chatty preamble or repeats; cut back to the last full sentence when it ran out of
+    tokens."""
+    text = drop_repeats(_PREAMBLE.sub("", text.strip(), count=1))
     if finish_reason == "length":
         ends = list(_SENTENCE_END.finditer(text))
         if ends and ends[-1].end() >= 0.4 * len(text):

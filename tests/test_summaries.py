@@ -244,3 +244,5 @@ def test_clean_summary() -> None:
     assert clean_summary("Here is a summary of the text:\nEtna erupts often.", "stop") == "Etna erupts often."
     assert clean_summary("Etna erupts often and is in Sicily. Its lava", "length") == "Etna erupts often and is in Sicily."
     assert clean_summary("Summary: short", "stop") == "short"
+    looping = "Intel report.\n\nA Quarter in Review 3\n\nA Quarter in Review 3\n\n\nRevenue fell. Revenue fell. Costs rose."
+    assert clean_summary(looping, "stop") == "Intel report.\n\nA Quarter in Review 3\n\nRevenue fell. Costs rose."
