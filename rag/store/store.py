@@ -211,6 +211,18 @@ class Store:
             rows = s.scalars(select(Document).where(Document.collection_id == collection_id)).all()
             return {d.path: d for d in rows}
 
+    @staticmethod
+    def _cleared_document(s: Session, coll: Collection, path: str) -> tuple[Document, list[int]]:
+        """The path's document row (created if new) with its chunks deleted; returns it and the old chunk ids."""
+        doc = s.scalar(select(Document).where(Document.collection_id == coll.id, Document.path == path))
+        if doc is None:
+            doc = Document(collection_id=coll.id, path=path)
+            s.add(doc)
+            return doc, []
+        old_ids = list(s.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
+        s.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+        return doc, old_ids
+
     def replace_document(
         self,
         s: Session,
@@ -231,14 +243,7 @@ class Store:
         An existing row for the path keeps its id (and so its place in jobs and links); its chunks and any
         summary of the old content are replaced.
         """
-        doc = s.scalar(select(Document).where(Document.collection_id == coll.id, Document.path == path))
-        old_ids: list[int] = []
-        if doc is None:
-            doc = Document(collection_id=coll.id, path=path)
-            s.add(doc)
-        else:
-            old_ids = list(s.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
-            s.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+        doc, old_ids = self._cleared_document(s, coll, path)
         doc.content_hash, doc.size, doc.mtime, doc.doc_type = content_hash, size, mtime, doc_type
         doc.title, doc.meta, doc.status, doc.error = title, meta, "indexed", None
         doc.chunk_count = len(chunks)
@@ -270,14 +275,7 @@ class Store:
         self, s: Session, coll: Collection, *, path: str, content_hash: str, size: int, mtime: float, doc_type: str, error: str
     ) -> list[int]:
         """Mark a file as failed; its previously indexed chunks (if any) leave the index. Returns their ids."""
-        doc = s.scalar(select(Document).where(Document.collection_id == coll.id, Document.path == path))
-        old_ids: list[int] = []
-        if doc is None:
-            doc = Document(collection_id=coll.id, path=path)
-            s.add(doc)
-        else:
-            old_ids = list(s.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
-            s.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+        doc, old_ids = self._cleared_document(s, coll, path)
         doc.content_hash, doc.size, doc.mtime, doc.doc_type = content_hash, size, mtime, doc_type
         doc.status, doc.error, doc.chunk_count, doc.summary_state = "failed", error, 0, "none"
         doc.summary = None
