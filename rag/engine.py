@@ -175,12 +175,11 @@ class RAG:
         document_ids: list[int] | None = None,
     ) -> Answer:
         """A grounded answer with numbered citations, or an abstention when nothing relevant was found."""
-        from rag.synthesis import abstain, should_abstain, synthesize
+        from rag.synthesis import synthesize
 
-        hits = self.retrieve(question, top_k, collection, path_prefix=path_prefix, document_ids=document_ids)
-        mode = mode or self.settings.synthesis_mode
-        if should_abstain(hits, self.settings):  # decided before the LLM is even loaded
-            return abstain(hits, mode, self.settings)
+        hits, mode, abstention = self._evidence(question, top_k, collection, mode, path_prefix, document_ids)
+        if abstention is not None:
+            return abstention
         return synthesize(question, hits, self.llm, self.settings, mode, apply_abstention=False)
 
     def stream(
@@ -194,16 +193,31 @@ class RAG:
         document_ids: list[int] | None = None,
     ) -> Iterator[str | Answer]:
         """Text pieces as the model writes them, then the final ``Answer`` (sources and usage)."""
-        from rag.synthesis import abstain, should_abstain, stream_answer
+        from rag.synthesis import stream_answer
+
+        hits, mode, abstention = self._evidence(question, top_k, collection, mode, path_prefix, document_ids)
+        if abstention is not None:
+            yield abstention.text
+            yield abstention
+            return
+        yield from stream_answer(question, hits, self.llm, self.settings, mode, apply_abstention=False)
+
+    def _evidence(
+        self,
+        question: str,
+        top_k: int | None,
+        collection: str,
+        mode: str | None,
+        path_prefix: str | None,
+        document_ids: list[int] | None,
+    ) -> tuple[list[Hit], str, Answer | None]:
+        """Hits, the synthesis mode, and the abstention answer when retrieval found nothing relevant — decided
+        before the LLM is even loaded."""
+        from rag.synthesis import abstain, should_abstain
 
         hits = self.retrieve(question, top_k, collection, path_prefix=path_prefix, document_ids=document_ids)
         mode = mode or self.settings.synthesis_mode
-        if should_abstain(hits, self.settings):
-            answer = abstain(hits, mode, self.settings)
-            yield answer.text
-            yield answer
-            return
-        yield from stream_answer(question, hits, self.llm, self.settings, mode, apply_abstention=False)
+        return hits, mode, (abstain(hits, mode, self.settings) if should_abstain(hits, self.settings) else None)
 
     def close(self) -> None:
         self.store.close()
