@@ -32,7 +32,8 @@ def free_port() -> int:
 def server_env(models_dir: Path | None = None, **settings: Any) -> dict[str, str]:
     """Environment for a test server: the small LLM, short answers, and ``RAG_<NAME>`` for each setting
     (lists and dicts JSON-encoded, which is how pydantic-settings reads them)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    # RAG_MODELS_DIR (the test session's shared model exports) is kept; every other RAG_ setting is this server's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_") or k == "RAG_MODELS_DIR"}
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
     env["RAG_LLM_MODEL"] = SMALL_LLM
     env["RAG_MAX_NEW_TOKENS"] = "8"
@@ -46,7 +47,7 @@ def server_env(models_dir: Path | None = None, **settings: Any) -> dict[str, str
 class ApiServer:
     """Start, wait for readiness, stop. ``url`` is the base URL; the server log is kept for failure messages."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str], *, models_dir: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
         self.data_dir = Path(data_dir)
         self.env = env
         self.port = free_port()
@@ -54,14 +55,6 @@ class ApiServer:
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: BinaryIO | None = None
-        if models_dir is not None:
-            # Share one conversion of the bundled model between servers, whether or not Settings knows
-            # RAG_MODELS_DIR: <data_dir>/models is where the conversion goes by default.
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            link = self.data_dir / "models"
-            if not link.exists():
-                models_dir.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(models_dir, target_is_directory=True)
 
     def start(self, timeout_s: float = 240.0) -> Self:
         cmd = [sys.executable, "-m", "rag.cli", "-v", "serve", "--data-dir", str(self.data_dir),

@@ -27,10 +27,21 @@ def shared_data(name: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One place per test session where bundled GGUF models are converted (once) for all tests."""
-    return tmp_path_factory.mktemp("models")
+@pytest.fixture(scope="session", autouse=True)
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One place per test session where models are converted / exported (once) for all tests.
+
+    Exported as ``RAG_MODELS_DIR`` so every Settings — in this process and in the CLI and server subprocesses —
+    shares it instead of exporting the embedder to ONNX again in each test's fresh data directory.
+    """
+    path = tmp_path_factory.mktemp("models")
+    previous = os.environ.get("RAG_MODELS_DIR")
+    os.environ["RAG_MODELS_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("RAG_MODELS_DIR", None)
+    else:
+        os.environ["RAG_MODELS_DIR"] = previous
 
 
 @pytest.fixture

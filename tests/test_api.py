@@ -61,7 +61,7 @@ def server(corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     models = tmp_path_factory.getbasetemp() / "shared-models"
     env = server_env(models, allowed_roots=[str(corpus["root"])], max_upload_mb=UPLOAD_LIMIT_MB,
                      max_request_kb=REQUEST_LIMIT_KB)
-    with ApiServer(corpus["base"] / "data", env, models_dir=models) as srv:
+    with ApiServer(corpus["base"] / "data", env) as srv:
         yield srv
 
 
@@ -354,7 +354,7 @@ def test_metrics(client: httpx.Client, ingested: dict) -> None:
 def test_api_keys(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     models = tmp_path_factory.getbasetemp() / "shared-models"
     env = server_env(models, api_keys=["key-one", "key-two"], cors_origins=["https://app.example"])
-    with ApiServer(tmp_path / "data", env, models_dir=models) as srv, httpx.Client(base_url=srv.url) as c:
+    with ApiServer(tmp_path / "data", env) as srv, httpx.Client(base_url=srv.url) as c:
         assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
         r = c.get("/v1/collections")
         assert _error(r, 401)["type"] == "authentication_error" and r.headers["www-authenticate"] == "Bearer"
@@ -396,7 +396,7 @@ def test_postgres_backed_server(pg_url: str, tmp_path: Path, tmp_path_factory: p
 
     models = tmp_path_factory.getbasetemp() / "shared-models"
     env = server_env(models, database_url=pg_url, allowed_roots=[str(corpus["root"])])
-    with ApiServer(tmp_path / "data", env, models_dir=models) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
+    with ApiServer(tmp_path / "data", env) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
         assert c.get("/v1/jobs/stale-job").json()["state"] == "interrupted"
         job = wait_job(c, c.post("/v1/ingest", json={"paths": [str(corpus["docs"])]}).json()["job_id"])
         assert job["state"] == "done" and job["counts"]["added"] == len(DOCS)

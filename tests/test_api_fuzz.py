@@ -32,7 +32,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]
     (docs / "b.txt").write_text("Sourdough bread rises thanks to wild yeast and lactic acid bacteria.")
     models = tmp_path_factory.getbasetemp() / "shared-models"
     env = server_env(models, allowed_roots=[str(base / "root")], max_request_kb=64, max_upload_mb=0.1)
-    with ApiServer(base / "data", env, models_dir=models) as srv:
+    with ApiServer(base / "data", env) as srv:
         with httpx.Client(base_url=srv.url, timeout=60) as c:
             job = wait_job(c, c.post("/v1/ingest", json={"paths": [str(docs)]}).json()["job_id"])
             assert job["state"] == "done"

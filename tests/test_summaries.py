@@ -92,11 +92,10 @@ def one_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path, models_dir: Path) -> Path:
-    """A data directory whose converted models are shared with the rest of the session (converted once)."""
+def data_dir(tmp_path: Path) -> Path:
+    """A fresh data directory; converted models live in the session's shared ``models_dir`` (RAG_MODELS_DIR)."""
     path = tmp_path / "data"
     path.mkdir()
-    (path / "models").symlink_to(models_dir, target_is_directory=True)
     return path
 
 

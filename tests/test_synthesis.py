@@ -104,10 +104,12 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def small_settings(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings for the small model; ``<data_dir>/models`` is the session's shared ``models_dir`` (converted once)."""
+    """Settings for the small model, converted once into the session's shared ``models_dir``."""
     data_dir = tmp_path_factory.mktemp("synthesis-data")
-    (data_dir / "models").symlink_to(models_dir, target_is_directory=True)
-    return Settings(data_dir=data_dir, llm_model=SMALL, device="cpu", max_new_tokens=MAX_NEW, temperature=0.0, top_k=3)
+    return Settings(
+        data_dir=data_dir, models_dir=models_dir, llm_model=SMALL, device="cpu", max_new_tokens=MAX_NEW,
+        temperature=0.0, top_k=3,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +135,7 @@ def tight_llm(small_settings: Settings, small_llm: LocalLLM) -> LocalLLM:
 
 # --- models -----------------------------------------------------------------------------------------
 def test_conversion_is_a_plain_safetensors_folder(small_llm: LocalLLM, small_settings: Settings) -> None:
-    folder = bundled.converted_dir(SMALL, bundled.models_root(small_settings))
+    folder = bundled.converted_dir(SMALL, small_settings.models_root)
     assert bundled.is_complete(folder)
     assert (folder / "model.safetensors").is_file()
     assert not list(folder.rglob("*.gguf"))
@@ -299,7 +301,7 @@ def api_server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     base = tmp_path_factory.mktemp("oai-server")
     env = server_mod.server_env(models_dir)
     env["OMP_NUM_THREADS"] = "1"  # see one_torch_thread: a busy 2-core machine decodes faster on one thread
-    with server_mod.ApiServer(base / "data", env, models_dir=models_dir) as srv:
+    with server_mod.ApiServer(base / "data", env) as srv:
         yield srv
 
 

@@ -2,7 +2,7 @@
 
 transformers 5 reads GGUF by dequantising every tensor on each load (about a minute for the 0.5B Qwen on this CPU),
 so a GGUF is converted once into a plain safetensors folder under ``<data_dir>/models/<name>/`` (see
-:func:`models_root`) and that folder is
+``Settings.models_root``) and that folder is
 loaded afterwards (seconds). The conversion is safe against concurrent processes (a file lock around it) and crashes
 (it is written into a temporary folder, marked complete, then renamed into place; leftovers of a crashed run are
 removed by the next one). The GGUF assembled from the split Qwen packages is deleted once converted.
@@ -22,24 +22,18 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
-from filelock import FileLock
-
-if TYPE_CHECKING:
-    from rag.settings import Settings
+from rag.models.build_once import build_once, is_complete
 
 log = logging.getLogger(__name__)
 
 PREFIX = "bundled:"
-_MARKER = "rag_conversion.json"  # written last inside the temp folder: a folder without it is incomplete
 _QWEN_PARTS = 6
 
 
@@ -105,13 +99,6 @@ def smollm2_gguf_path() -> Path:
     return found[0]
 
 
-def models_root(settings: Settings) -> Path:
-    """Where converted models live: ``settings.models_dir`` when Settings has that field and it is set (so many
-    data directories, e.g. one per test, can share one conversion), else ``<data_dir>/models``."""
-    shared = getattr(settings, "models_dir", None)
-    return Path(shared).expanduser().resolve() if shared else Path(settings.data_dir) / "models"
-
-
 def converted_dir(spec: str, root: Path) -> Path:
     """Where the safetensors folder of a bundled name or a .gguf path lives under ``root`` (may not exist yet)."""
     if is_bundled(spec):
@@ -121,10 +108,6 @@ def converted_dir(spec: str, root: Path) -> Path:
     stat = path.stat()
     key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:10]
     return Path(root) / f"gguf-{path.stem}-{key}"
-
-
-def is_complete(folder: Path) -> bool:
-    return (folder / _MARKER).is_file()
 
 
 def _assemble_qwen(target: Path) -> None:
@@ -163,54 +146,15 @@ class _GGUFSource:
             self._assembled.unlink(missing_ok=True)
 
 
-def _remove_stale_temps(parent: Path, final_name: str) -> None:
-    """Called under the lock: any temp folder of this name belongs to a crashed run."""
-    for stale in parent.glob(f".{final_name}.tmp-*"):
-        log.warning("removing leftover of an interrupted conversion: %s", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 def _convert_locked(spec: str, final: Path, write: Callable[[Path, Path, str], None], what: str) -> Path:
-    """Run ``write(tmp_dir, gguf_dir, gguf_file)`` once per ``final`` folder, atomically and under a file lock."""
-    if is_complete(final):
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(final.parent / f".{final.name}.lock"))
-    with lock:
-        if is_complete(final):  # another process finished while we waited
-            return final
-        _remove_stale_temps(final.parent, final.name)
-        if final.exists():  # incomplete folder without marker (cannot come from our rename, but be safe)
-            shutil.rmtree(final)
-        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            t0 = time.perf_counter()
-            with _GGUFSource(spec, tmp / "_gguf") as (gguf_dir, gguf_file):
-                write(tmp, gguf_dir, gguf_file)
-            shutil.rmtree(tmp / "_gguf", ignore_errors=True)
-            elapsed = time.perf_counter() - t0
-            (tmp / _MARKER).write_text(
-                json.dumps({"source": spec, "what": what, "seconds": round(elapsed, 2), "time": time.time()})
-            )
-            _fsync_tree(tmp)
-            os.rename(tmp, final)
-            log.info("converted %s (%s) to %s in %.1fs", spec, what, final, elapsed)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return final
+    """Run ``write(tmp_dir, gguf_dir, gguf_file)`` once per ``final`` folder (see :func:`build_once`)."""
 
+    def build(tmp: Path) -> None:
+        with _GGUFSource(spec, tmp / "_gguf") as (gguf_dir, gguf_file):
+            write(tmp, gguf_dir, gguf_file)
+        shutil.rmtree(tmp / "_gguf", ignore_errors=True)
 
-def _fsync_tree(folder: Path) -> None:
-    """Flush files before the rename so a power cut cannot leave a complete-looking folder of empty files."""
-    for path in folder.rglob("*"):
-        if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+    return build_once(final, build, source=spec, what=what)
 
 
 def _write_model(tmp: Path, gguf_dir: Path, gguf_file: str) -> None:
@@ -300,7 +244,7 @@ def gguf_context_length(path: Path) -> int | None:
 def ensure_converted(spec: str, root: Path) -> Path:
     """A loadable HF folder (weights + tokenizer) for a bundled name or a .gguf path; converts on first use.
 
-    ``root`` is the models folder (:func:`models_root`).
+    ``root`` is the models folder (``Settings.models_root``).
     """
     return _convert_locked(spec, converted_dir(spec, root), _write_model, "model")
 

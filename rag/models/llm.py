@@ -199,7 +199,7 @@ def _window_from_config(source: str) -> int | None:
 def load_token_counter(spec: str, root: Path, *, context_window: int | None = None, margin: int = 0) -> HFTokenCounter:
     """A tokenizer-only counter for a model spec (bundled name, .gguf, folder or HF id), without its weights.
 
-    ``root`` is the models folder (``bundled.models_root(settings)``).
+    ``root`` is the models folder (``settings.models_root``).
     """
     from transformers import AutoTokenizer
 
@@ -270,7 +270,7 @@ class LocalLLM(LLM):
         import torch
 
         self.name = model or settings.llm_model
-        source = resolve_model_source(self.name, bundled.models_root(settings))
+        source = resolve_model_source(self.name, settings.models_root)
         self.device, self.dtype = pick_device(device or settings.device)
         loaded = _load_weights(source, self.device, self.dtype)
         self.model, self.tokenizer, self._lock = loaded.model, loaded.tokenizer, loaded.lock

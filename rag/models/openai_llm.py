@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from rag.models.bundled import models_root
 from rag.models.llm import LLM, Generation, HFTokenCounter, Message, TextStream, resolve_tokenizer_source
 
 if TYPE_CHECKING:
@@ -108,7 +107,7 @@ class OpenAILLM(LLM):
                 spec = self.settings.llm_tokenizer or DEFAULT_FALLBACK_TOKENIZER
                 from transformers import AutoTokenizer
 
-                tokenizer = AutoTokenizer.from_pretrained(resolve_tokenizer_source(spec, models_root(self.settings)))
+                tokenizer = AutoTokenizer.from_pretrained(resolve_tokenizer_source(spec, self.settings.models_root))
                 self._local = HFTokenCounter(tokenizer, 0, name=spec, margin=self.settings.llm_token_margin)
                 log.warning(
                     "%s has no /tokenize: counting with local tokenizer %s + %d tokens of margin",
