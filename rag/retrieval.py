@@ -93,8 +93,10 @@ class Retriever:
         self._lexical: dict[str, LexicalIndex] = {}
         self._lock = threading.Lock()
 
-    def lexical(self, coll: Collection) -> LexicalIndex:
-        generation = self.store.generation(coll.id)
+    def lexical(self, coll: Collection, generation: int | None = None) -> LexicalIndex:
+        """The BM25 index of ``coll`` at ``generation`` (read from SQL when not given), rebuilt when behind."""
+        if generation is None:
+            generation = self.store.generation(coll.id)
         current = self._lexical.get(coll.name)
         if current is not None and current.generation == generation:
             return current
@@ -126,7 +128,7 @@ class Retriever:
                 f"collection '{collection}' was embedded with '{coll.embed_model}' but the loaded embedder is "
                 f"'{self.embedder.name}'"
             )
-        index = self.store.index(coll)
+        index = self.store.index(coll, generation=coll.generation)  # the row was just read: no second round trip
         query = self.embedder.embed_query(question)
         allowed = None
         if path_prefix or document_ids is not None:
@@ -139,7 +141,7 @@ class Retriever:
             _, dense_ids = index.search(query, n, allowed)
             rankings.append(dense_ids)
         if mode in ("hybrid", "lexical"):
-            lex_ids, lex_scores = self.lexical(coll).search(question, n, allowed)
+            lex_ids, lex_scores = self.lexical(coll, coll.generation).search(question, n, allowed)
             rankings.append(lex_ids)
             lexical_scores = dict(zip(lex_ids.tolist(), lex_scores.tolist()))
         fused = reciprocal_rank_fusion(rankings, self.settings.rrf_k)

@@ -15,6 +15,9 @@ cites nothing (small models often do not) it lists every passage the model was s
 
 Abstention: with no hits, or when the best ``dense_score`` is below ``settings.abstain_threshold``, the answer is the
 fixed :data:`ABSTAIN_MESSAGE` and the model is not called (small models invent answers when the context is off).
+Relevant-looking passages can still lack the answer; the prompt then asks the model to say so, and an answer that
+cites nothing and says the sources do not contain it (:func:`model_abstained`) is marked ``abstained`` too, with no
+sources, so clients need not parse the wording.
 
 Streaming (:func:`stream_answer`) yields text pieces and, last, the :class:`Answer`. In refine / tree_summarize only
 the final call streams. Invalid citations are filtered out of the stream as well, so the joined pieces equal
@@ -135,6 +138,20 @@ def should_abstain(hits: Sequence[Hit], settings: Settings) -> bool:
         return True
     dense = [h.dense_score for h in hits if h.dense_score is not None]
     return bool(dense) and max(dense) < settings.abstain_threshold
+
+
+# "The documents do not contain/mention ...", "... is not mentioned in the sources", "I cannot answer ...".
+_MODEL_ABSTAINS = re.compile(
+    r"\b(?:do(?:es)?\s+not|don't|doesn't|did\s+not)\s+(?:contain|mention|provide|include|say|specify|state|answer)"
+    r"|\bnot\s+(?:mentioned|provided|specified|stated|given|found|contained)\s+in\s+the\s+(?:sources|documents|context)"
+    r"|\b(?:no|not\s+enough)\s+information\b|\bcannot\s+(?:be\s+)?(?:answer|determine)",
+    re.IGNORECASE,
+)
+
+
+def model_abstained(text: str) -> bool:
+    """True when the model's answer cites nothing and says the sources do not contain the answer."""
+    return not parse_citations(text) and bool(_MODEL_ABSTAINS.search(text))
 
 
 def abstain(
@@ -366,7 +383,9 @@ def _answer(
     shown = set(run.shown)
     text = clean_citations(raw, shown).strip()
     cited = [n for n in parse_citations(text) if n in shown]
-    numbers = sorted(cited) if cited else sorted(shown)  # nothing cited: show what the answer was drawn from
+    abstained = model_abstained(text)
+    # Nothing cited: show what the answer was drawn from — unless the model said the answer is not there.
+    numbers = sorted(cited) if cited else ([] if abstained else sorted(shown))
     sources = [
         Source(
             number=n,
@@ -391,7 +410,7 @@ def _answer(
         chunks_dropped=len(hits) - len(shown),
         chunks_truncated=sum(1 for truncated in run.shown.values() if truncated),
     )
-    return Answer(text=text, sources=sources, usage=usage, abstained=False, mode=mode, hits=list(hits))
+    return Answer(text=text, sources=sources, usage=usage, abstained=abstained, mode=mode, hits=list(hits))
 
 
 def synthesize(

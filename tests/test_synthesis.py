@@ -31,6 +31,7 @@ from rag.synthesis import (
     abstain,
     clean_citations,
     hits_to_passages,
+    model_abstained,
     parse_citations,
     should_abstain,
     stream_answer,
@@ -276,6 +277,14 @@ def test_citation_parsing_and_cleaning() -> None:
     assert parse_citations("a [2] b [1, 3][4] c [2]") == [2, 1, 3, 4]
     assert clean_citations("Paris [1]. Rome [7]. Both [1, 7][2].", {1, 2}) == "Paris [1]. Rome. Both [1][2]."
     assert clean_citations("see [a] and [ 1 ]", {1}) == "see [a] and [ 1 ]"  # not citations: left alone
+
+
+def test_model_abstention_is_recognised_only_without_citations() -> None:
+    assert model_abstained("The documents do not contain the answer to this question.")
+    assert model_abstained("This is not mentioned in the sources.")
+    assert model_abstained("There is no information about the 1950 census.")
+    assert not model_abstained("The documents do not mention a date, but the treaty was signed in Paris [2].")
+    assert not model_abstained("Normandy is in France [1].")
 
 
 @settings(max_examples=150, deadline=None)

@@ -154,15 +154,20 @@ class Store:
             return int(s.scalar(select(Collection.generation).where(Collection.id == collection_id)) or 0)
 
     # --- FAISS following SQL -------------------------------------------------------------------------
-    def index(self, coll: Collection) -> VectorIndex:
-        """The collection's FAISS index, repaired from SQL if it is behind."""
+    def index(self, coll: Collection, *, generation: int | None = None) -> VectorIndex:
+        """The collection's FAISS index, repaired from SQL if it is behind.
+
+        ``generation``: the collection's generation when the caller has just read it (a query reads the collection
+        row anyway), which spares a SQL round trip; otherwise it is read here.
+        """
         with self._lock:
             index = self._indexes.get(coll.name)
             if index is None:
                 path = self.settings.data_dir / "indexes" / f"{_slug(coll.name)}__{_slug(coll.embed_model)}.faiss"
                 index = VectorIndex(path, coll.embed_model, coll.embed_dim)
                 self._indexes[coll.name] = index
-        generation = self.generation(coll.id)
+        if generation is None:
+            generation = self.generation(coll.id)
         if index.generation != generation:
             self._repair(coll, index, generation)
         return index
