@@ -113,7 +113,7 @@ def _long_text() -> str:
         return essay.read_text()[:5500]
     topics = ["rivers", "glaciers", "deserts", "forests", "coral reefs", "mountains", "wetlands", "savannas"]
     return "\n\n".join(
-        f"Chapter {n}: {t}. " + " ".join(f"The {t} of region {k} shape its climate, soils and wildlife." for k in range(8))
+        f"Chapter {n}: {t}. " + " ".join(f"The {t} of region {k} shape its climate, soils and wildlife." for k in range(11))
         for n, t in enumerate(topics, start=1)
     )
 
