@@ -213,7 +213,7 @@ def list_documents(rag: Rag, collection: CollectionQuery = None) -> dict[str, An
     return {"documents": [d.to_dict() for d in rag.documents(collection)]}
 
 
-@router.get("/documents/{document_id}", response_model=S.DocumentOut, responses=S.error_responses(401, 404))
+@router.get("/documents/{document_id}", response_model=S.DocumentInfo, responses=S.error_responses(401, 404))
 def get_document(document_id: DocumentId, rag: Rag) -> dict[str, Any]:
     return rag.document(document_id).to_dict()
 

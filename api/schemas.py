@@ -2,7 +2,8 @@
 
 Bounds (lengths, ranges, patterns) are part of the contract rather than defensive afterthoughts: they turn
 nonsense into a 422 before any engine work, and they let a schema-driven fuzzer explore the API meaningfully.
-Response models mirror the engine's result types (``rag.types``) field for field.
+Responses that carry the engine's result types (``rag.types``: Source, Usage, Hit, DocumentInfo) use those
+dataclasses directly, so the API schema cannot drift from what the engine returns.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from rag.types import DocumentInfo, Hit, Source, Usage
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 """Collection names double as folder names for uploads, so they are restricted to a safe alphabet."""
@@ -95,76 +98,21 @@ class RetrieveRequest(_Question):
     mode: RetrievalMode = "hybrid"
 
 
-class SourceOut(BaseModel):
-    number: int
-    document: str
-    document_id: int
-    chunk_id: int
-    position: int
-    text: str
-    score: float
-    kind: str
-
-
-class UsageOut(BaseModel):
-    context_window: int
-    prompt_tokens: int = Field(description="Largest single prompt sent to the model.")
-    completion_tokens: int
-    max_new_tokens: int
-    llm_calls: int
-    chunks_used: int
-    chunks_dropped: int
-    chunks_truncated: int
-
-
 class QueryResponse(BaseModel):
     text: str
-    sources: list[SourceOut]
-    usage: UsageOut
+    sources: list[Source]
+    usage: Usage
     abstained: bool
     mode: str
 
 
-class HitOut(BaseModel):
-    chunk_id: int
-    document_id: int
-    document: str
-    collection: str
-    position: int
-    text: str
-    score: float
-    kind: str
-    title: str | None = None
-    start_char: int | None = None
-    end_char: int | None = None
-    dense_score: float | None = None
-    lexical_score: float | None = None
-
-
 class RetrieveResponse(BaseModel):
-    hits: list[HitOut]
+    hits: list[Hit]
 
 
 # --- documents + collections ----------------------------------------------------------------------
-class DocumentOut(BaseModel):
-    id: int
-    path: str
-    collection: str
-    title: str | None
-    doc_type: str
-    size: int
-    content_hash: str
-    chunks: int
-    status: str
-    error: str | None
-    summary: str | None
-    summary_state: str
-    summary_model: str | None
-    updated_at: str
-
-
 class DocumentList(BaseModel):
-    documents: list[DocumentOut]
+    documents: list[DocumentInfo]
 
 
 class Deleted(BaseModel):

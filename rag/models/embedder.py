@@ -62,11 +62,13 @@ class Embedder:
         self.backend = resolve_backend(backend, self.device)
         path = resolve_embed_model(name)
         if self.backend != "torch":
+            if models_root is None:
+                raise ValueError(f"embed_backend {self.backend!r} needs models_root: where its ONNX export is kept")
             from rag.models.onnx_encoder import OnnxEncoder, OnnxExportError, ensure_export
 
             precision = "int8" if self.backend == "onnx-int8" else "fp32"
             try:
-                self._onnx = OnnxEncoder(ensure_export(path, models_root or Path("models")), precision)
+                self._onnx = OnnxEncoder(ensure_export(path, models_root), precision)
             except OnnxExportError as exc:
                 if backend != "auto":
                     raise
