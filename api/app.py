@@ -79,9 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rag = RAG(settings=settings)
-        stale = rag.store.interrupt_stale_runs()
-        if stale:
-            log.warning("marked %d ingestion job(s) left running by a previous process as interrupted", stale)
         ready = Readiness(needs_llm=settings.llm_backend == "local")
         app.state.rag, app.state.readiness = rag, ready
         app.state.jobs = JobManager(rag, metrics)

@@ -9,6 +9,9 @@ Why this shape:
   flag on every file and SQL at most once a second, so a cancel sent to any replica reaches the worker.
 - Progress is written at most twice a second: a job over 10,000 small files must not be 10,000 UPDATEs.
 - Two jobs on one collection serialise inside the engine (one writer per collection); queries never wait.
+- Each server beats a heartbeat into its unfinished jobs and sweeps for jobs whose heartbeat stopped: those belong
+  to a process that died (a job can only run where it was queued), so they are marked interrupted, by whichever
+  replica sees it first, while the jobs of live replicas are left alone.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FINISHED = ("done", "failed", "cancelled", "interrupted")
+STALE_HEARTBEATS = 3
+"""Missed heartbeats after which a job's process is taken for dead."""
 PROGRESS_INTERVAL_S = 0.5
 REMOTE_CANCEL_POLL_S = 1.0
 
@@ -89,6 +94,11 @@ class JobManager:
         self._cancels: dict[str, _Cancel] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-job")
+        self._heartbeat_s = rag.settings.job_heartbeat_s
+        self._stopped = threading.Event()  # set once shutdown is complete: ends the heartbeat thread
+        self.sweep()
+        self._heartbeat = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
+        self._heartbeat.start()
 
     # --- API -----------------------------------------------------------------------------------------
     def submit(self, paths: list[str], collection: str, summarize: bool | None = None) -> str:
@@ -143,6 +153,25 @@ class JobManager:
                 job_id, ["queued"], state="interrupted", message="the server stopped before the job started",
                 finished_at=utcnow(),
             )
+        self._stopped.set()
+        self._heartbeat.join()
+
+    def sweep(self) -> int:
+        """Mark interrupted the jobs of processes that died (no heartbeat for ``STALE_HEARTBEATS`` beats)."""
+        stale = self.rag.store.interrupt_stale_runs(STALE_HEARTBEATS * self._heartbeat_s)
+        if stale:
+            log.warning("marked %d ingestion job(s) of a stopped process as interrupted", stale)
+        return stale
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(self._heartbeat_s):
+            try:
+                with self._lock:
+                    mine = list(self._cancels)
+                self.rag.store.heartbeat_runs(mine)
+                self.sweep()
+            except Exception:  # a database hiccup must not end the heartbeat for good
+                log.exception("job heartbeat failed")
 
     # --- worker ------------------------------------------------------------------------------------
     def _run(self, job_id: str, paths: list[str], collection: str, summarize: bool | None, cancel: _Cancel) -> None:

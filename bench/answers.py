@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import statistics
 import string
@@ -36,14 +35,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = REPO.parent / "shared" / "data"
+from _common import DATA, REPO, read_jsonl  # first: sets the offline env, puts the repo on sys.path
 
-from rag import RAG  # noqa: E402
-from rag.types import Answer  # noqa: E402
+from rag import RAG
+from rag.types import Answer
 
 log = logging.getLogger("bench.answers")
 
@@ -61,10 +56,6 @@ def spread(items: list[dict], n: int) -> list[dict]:
         return items
     step = len(items) / n
     return [items[int(i * step)] for i in range(n)]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def open_rag(work: Path, name: str, args: argparse.Namespace) -> RAG:

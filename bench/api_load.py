@@ -19,20 +19,17 @@ import argparse
 import asyncio
 import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import DATA, REPO  # first: sets the offline env, puts the repo on sys.path
 
 from tests.api_server import ApiServer, server_env, wait_job
 
 log = logging.getLogger("bench.api_load")
-SQUAD = REPO.parent / "shared" / "data" / "squad2-dev-5"
+SQUAD = DATA / "squad2-dev-5"
 
 
 def write_corpus(folder: Path) -> list[str]:

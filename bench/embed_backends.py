@@ -14,18 +14,13 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = REPO.parent / "shared" / "data" / "scifact"
+from _common import DATA, read_jsonl  # first: sets the offline env, puts the repo on sys.path
 
-from rag.models.embedder import Embedder  # noqa: E402
+from rag.models.embedder import Embedder
 
 
 def main() -> None:
@@ -34,9 +29,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--models-dir", type=Path, default=None, help="reuse an existing ONNX export")
     args = parser.parse_args()
-    rows = [json.loads(line) for line in (DATA / "corpus.jsonl").read_text().splitlines()[: args.docs]]
+    rows = read_jsonl(DATA / "scifact" / "corpus.jsonl")[: args.docs]
     texts = [f"{r['title']}\n\n{r['text']}" for r in rows]
-    queries = [json.loads(line)["question"] for line in (DATA / "queries.jsonl").read_text().splitlines()[:100]]
+    queries = [q["question"] for q in read_jsonl(DATA / "scifact" / "queries.jsonl")[:100]]
     models = args.models_dir or Path(tempfile.mkdtemp(prefix="rag-embed-bench-"))
 
     results = {}

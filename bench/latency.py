@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import DATA  # first: sets the offline env, puts the repo on sys.path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-SCIFACT = REPO.parent / "shared" / "data" / "scifact"
+SCIFACT = DATA / "scifact"
 
 
 def vocabulary() -> list[str]:
@@ -43,7 +39,7 @@ def queries(n: int) -> list[str]:
     return [f"what is term{i} and term{i + 1}" for i in range(n)]
 
 
-def fill(rag, n_chunks: int, per_doc: int = 100) -> None:  # noqa: ANN001 - rag.RAG
+def fill(rag, n_chunks: int, per_doc: int = 100) -> None:
     from rag.store.store import ChunkRecord
 
     rng = np.random.default_rng(0)
@@ -57,7 +53,7 @@ def fill(rag, n_chunks: int, per_doc: int = 100) -> None:  # noqa: ANN001 - rag.
             ChunkRecord(i, " ".join(pick.choices(vocab, k=120)), 120, vecs[i]) for i in range(per_doc)
         ]
 
-        def work(s, changes, d=d, records=records, vecs=vecs):  # noqa: ANN001
+        def work(s, changes, d=d, records=records, vecs=vecs):
             _, _, ids = rag.store.replace_document(
                 s, coll, path=f"/synthetic/doc{d:05d}.txt", content_hash=str(d), size=0, mtime=0.0, doc_type="txt",
                 title=None, meta={}, chunks=records, summary_pending=False,
@@ -69,7 +65,7 @@ def fill(rag, n_chunks: int, per_doc: int = 100) -> None:  # noqa: ANN001 - rag.
     rag.store.index(coll).save()
 
 
-def measure(rag, qs: list[str], mode: str) -> dict:  # noqa: ANN001
+def measure(rag, qs: list[str], mode: str) -> dict:
     lat = []
     for q in qs:
         t = time.perf_counter()

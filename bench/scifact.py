@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import resource
 import statistics
 import subprocess
@@ -22,18 +21,16 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = REPO.parent / "shared" / "data" / "scifact"
+from _common import DATA, REPO, doc_ranking, read_jsonl  # first: sets the offline env, puts the repo on sys.path
+
+SCIFACT = DATA / "scifact"
 
 
 def load() -> tuple[list[dict], list[dict], dict[str, dict[str, int]]]:
-    corpus = [json.loads(line) for line in (DATA / "corpus.jsonl").read_text().splitlines()]
-    queries = [json.loads(line) for line in (DATA / "queries.jsonl").read_text().splitlines()]
+    corpus = read_jsonl(SCIFACT / "corpus.jsonl")
+    queries = read_jsonl(SCIFACT / "queries.jsonl")
     qrels: dict[str, dict[str, int]] = {}
-    for line in (DATA / "qrels_test.tsv").read_text().splitlines()[1:]:
+    for line in (SCIFACT / "qrels_test.tsv").read_text().splitlines()[1:]:
         qid, did, rel = line.split("\t")
         qrels.setdefault(qid, {})[did] = int(rel)
     queries = [q for q in queries if q["id"] in qrels]
@@ -47,16 +44,7 @@ def ndcg_recall(ranked: list[str], rel: dict[str, int], k: int = 10) -> tuple[fl
     return (dcg / ideal if ideal else 0.0), recall
 
 
-def doc_ranking(paths: list[str]) -> list[str]:
-    seen: list[str] = []
-    for p in paths:
-        doc = Path(p).stem
-        if doc not in seen:
-            seen.append(doc)
-    return seen
-
-
-def evaluate(search, queries, qrels, repeats: int = 1) -> dict:  # noqa: ANN001 - search(question) -> list[path]
+def evaluate(search, queries, qrels, repeats: int = 1) -> dict:
     ndcgs, recalls, lat = [], [], []
     for q in queries:
         for _ in range(repeats):
@@ -157,8 +145,8 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scifact.json")
     args = parser.parse_args()
-    if not DATA.exists():
-        sys.exit(f"{DATA} not found")
+    if not SCIFACT.exists():
+        sys.exit(f"{SCIFACT} not found")
     if args.only:  # child process: one system, JSON on stdout
         with tempfile.TemporaryDirectory() as work:
             fn = run_ours if args.only == "ours" else run_baseline
@@ -170,9 +158,11 @@ def main() -> None:
         write_corpus(folder, load()[0])
         for system in ["ours"] + ([] if args.skip_baseline else ["baseline"]):
             proc = subprocess.run(
-                [sys.executable, __file__, "--only", system, "--folder", str(folder)],
-                capture_output=True, text=True, check=True,
+                [sys.executable, __file__, "--only", system, "--folder", str(folder)], capture_output=True, text=True,
+                check=False,
             )
+            if proc.returncode != 0:
+                sys.exit(f"{system} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[-1], indent=1), flush=True)
     if len(results) == 2:

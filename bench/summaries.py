@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import statistics
 import sys
@@ -41,11 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = REPO.parent / "shared" / "data"
+from _common import DATA, doc_ranking, read_jsonl  # first: sets the offline env, puts the repo on sys.path
 
 from ingest.summaries import Summarizer
 from rag import RAG
@@ -116,15 +111,6 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- recall ------------------------------------------------------------------------------------------
-def doc_ranking(hits: list[Any]) -> list[str]:
-    ranking: list[str] = []
-    for hit in hits:
-        name = Path(hit.document).stem
-        if name not in ranking:
-            ranking.append(name)
-    return ranking
-
-
 def evaluate(rag: RAG, queries: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean document recall@k per question type (and overall), and how often a summary is among the top 10."""
     per_type: dict[str, dict[int, list[float]]] = {}
@@ -132,7 +118,7 @@ def evaluate(rag: RAG, queries: list[dict[str, Any]]) -> dict[str, Any]:
     for q in queries:
         hits = rag.retrieve(q["question"], top_k=HITS)
         summary_in_top10 += any(h.kind == "summary" for h in hits[:10])
-        ranking = doc_ranking(hits)
+        ranking = doc_ranking(h.document for h in hits)
         gold = set(q["gold_ids"])
         for group in (q["question_type"], "all"):
             for k in KS:
@@ -148,7 +134,7 @@ def evaluate(rag: RAG, queries: list[dict[str, Any]]) -> dict[str, Any]:
 
 def recall(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work)
-    queries = [json.loads(line) for line in (DATA / "sec10q" / "queries.jsonl").read_text().splitlines()]
+    queries = read_jsonl(DATA / "sec10q" / "queries.jsonl")
     chunks_dir = data_dir(work, "sec10q-chunks")
     base = RAG(chunks_dir)
     if len(base.documents()) < 20:

@@ -7,7 +7,7 @@ Why it is shaped this way:
   one transaction: atomic per document, cheap per batch.
 - A file that fails is recorded with its reason and the run goes on; an interrupt leaves SQL consistent
   (committed batches stay, the rest is redone next time) and FAISS is saved for what was committed.
-- One writer per collection, across threads and processes (a lock file in the data directory).
+- One writer per collection, across threads, processes and (on PostgreSQL) hosts: see :func:`writer_lock`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,15 +72,19 @@ _thread_locks: dict[str, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
 
 
-def writer_lock(settings: Settings, collection: str) -> tuple[threading.Lock, FileLock]:
-    """The (in-process, cross-process) pair of locks that makes one writer per collection."""
+@contextmanager
+def writer_lock(store: Store, collection: str) -> Iterator[None]:
+    """One writer per collection: a thread lock (this process), a lock file in the data directory (this host),
+    and on PostgreSQL an advisory lock (every host on that database), always taken in that order."""
+    settings = store.settings
     key = f"{settings.data_dir}:{collection}"
     with _thread_locks_guard:
         tlock = _thread_locks.setdefault(key, threading.Lock())
     lock_dir = settings.data_dir / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in collection)
-    return tlock, FileLock(str(lock_dir / f"{safe}.lock"))
+    with tlock, FileLock(str(lock_dir / f"{safe}.lock")), store.advisory_lock(f"writer:{collection}"):
+        yield
 
 
 class IngestPipeline:
@@ -89,7 +94,7 @@ class IngestPipeline:
         self.settings = settings
         self.chunker = Chunker(
             embedder.count_tokens,
-            lambda t: embedder.tokenizer.encode(t, add_special_tokens=False),
+            embedder.token_ids,
             min(settings.chunk_size, embedder.max_tokens - 2),
             settings.chunk_overlap,
         )
@@ -105,8 +110,7 @@ class IngestPipeline:
         summarize_pending: bool = False,
     ) -> IngestReport:
         started = time.monotonic()
-        tlock, flock = writer_lock(self.settings, collection)
-        with tlock, flock:
+        with writer_lock(self.store, collection):
             coll = self.store.collection(collection, model=self.embedder.name, dim=self.embedder.dim)
             index = self.store.index(coll)  # repairs FAISS from SQL first if a previous run crashed
             state = _Run(coll, IngestReport(collection=collection))
@@ -122,12 +126,11 @@ class IngestPipeline:
 
     def delete(self, collection: str, doc_ids: list[int]) -> list[int]:
         """Remove documents (and their chunks and vectors); returns the removed chunk ids."""
-        tlock, flock = writer_lock(self.settings, collection)
-        with tlock, flock:
+        with writer_lock(self.store, collection):
             coll = self.store.collection(collection)
 
             def work(s: Session, changes: Changes) -> list[int]:
-                changes.removed = self.store.remove_documents(s, coll, doc_ids)
+                changes.removed = self.store.remove_documents(s, doc_ids)
                 return changes.removed
 
             removed = self.store.write(coll, work)
@@ -167,7 +170,7 @@ class IngestPipeline:
         if not docs:
             return
         def work(s: Session, changes: Changes) -> None:
-            changes.removed = self.store.remove_documents(s, state.coll, [d.id for d in docs])
+            changes.removed = self.store.remove_documents(s, [d.id for d in docs])
 
         self.store.write(state.coll, work)
         state.report.files.extend(FileOutcome(d.path, "removed") for d in docs)

@@ -383,8 +383,21 @@ def _separate(out: list[str], sep: str) -> None:
         out.append(sep)
 
 
+PDF_MAX_ARRAY_ELEMENTS = 2_000_000
+"""pypdf refuses arrays over 100,000 elements (a guard against hostile files), which rejects real filings: two
+Microsoft 10-Qs (2 MB) hold one array of 100k-1M elements. 2M elements is about 150 MB of Python objects at
+worst, and files over ``RAG_MAX_FILE_MB`` never reach the parser."""
+
+
 def _parse_pdf(data: bytes, _max: int) -> Parsed:
     """Text per page, pages joined by paragraph breaks; ``page_starts[i]`` is the offset of page i+1's text."""
+    from pypdf import apply_configuration
+
+    with apply_configuration(array_maximum_element_count=PDF_MAX_ARRAY_ELEMENTS):  # per thread (a ContextVar)
+        return _read_pdf(data)
+
+
+def _read_pdf(data: bytes) -> Parsed:
     from pypdf import PasswordType, PdfReader
     from pypdf.errors import DependencyError
 

@@ -373,14 +373,12 @@ class Summarizer:
             s.add(row)
             doc.summary, doc.summary_model, doc.summary_state, doc.summary_error = summary, self.model_name, "done", None
             s.flush()
-            Store.bump_generation(s, coll.id)
             changes.removed.extend(old)
             changes.added_ids.append(row.id)
             changes.added_vectors.append(vector.reshape(1, -1))
             return True
 
-        tlock, flock = writer_lock(self.settings, coll.name)
-        with tlock, flock:
+        with writer_lock(self.store, coll.name):
             return self.store.write(coll, work)
 
     def _commit_failure(self, coll: Collection, source: _Source, error: str) -> bool:
@@ -393,11 +391,9 @@ class Summarizer:
             doc.summary_state, doc.summary_error = "failed", error
             return True
 
-        tlock, flock = writer_lock(self.settings, coll.name)
-        with tlock, flock:
+        with writer_lock(self.store, coll.name):
             return self.store.write(coll, work)
 
     def _save_index(self, coll: Collection) -> None:
-        tlock, flock = writer_lock(self.settings, coll.name)
-        with tlock, flock:
+        with writer_lock(self.store, coll.name):
             self.store.index(coll).save()

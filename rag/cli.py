@@ -41,6 +41,10 @@ def _progress() -> Progress:
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # the CLI draws its own progress; transformers' "Loading weights" bars are noise beside it
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
 
 @app.command()
@@ -146,6 +150,8 @@ def docs(data_dir: DataDir = None, collection: Annotated[Optional[str], typer.Op
     for d in infos:
         status = d.status if d.status == "indexed" else f"[red]{d.status}[/]: {d.error}"
         summary = d.summary_state if not d.summary else (d.summary[:80] + ("…" if len(d.summary) > 80 else ""))
+        if d.summary_state == "failed":
+            summary = f"[red]failed[/]: {d.summary_error}"
         table.add_row(str(d.id), d.collection, d.path, d.doc_type, str(d.chunks), status, summary)
     console.print(table)
 

@@ -97,6 +97,7 @@ class RAG:
         report = self.pipeline.run(
             list(paths), collection, progress=progress, should_cancel=should_cancel, summarize_pending=do_summaries
         )
+        self.retriever.refresh(collection)  # writers pay for the BM25 rebuild, not the next query (no-op if unchanged)
         if do_summaries:
             written, failed = self.summarize(collection, progress=progress, should_cancel=should_cancel)
             report.summaries_written, report.summaries_failed = written, failed
@@ -117,14 +118,22 @@ class RAG:
 
         doc_ids = None if documents is None else [self._document_id(d, collection) for d in documents]
         summarizer = Summarizer(self.store, self.embedder, self.llm, self.settings)
-        return summarizer.run(collection, doc_ids=doc_ids, force=force, progress=progress, should_cancel=should_cancel)
+        written, failed = summarizer.run(
+            collection, doc_ids=doc_ids, force=force, progress=progress, should_cancel=should_cancel
+        )
+        if written:
+            self.retriever.refresh(collection)
+        return written, failed
 
     def delete(self, path_or_id: str | int, collection: str | None = None) -> int:
         """Remove a document (by id or path) from SQL and the index; returns the number of chunks removed."""
         doc = self.store.find_document(path_or_id, collection)
         if doc is None:
             raise KeyError(f"no document {path_or_id!r}")
-        return len(self.pipeline.delete(self.store.collection_name(doc.collection_id), [doc.id]))
+        collection_name = self.store.collection_name(doc.collection_id)
+        removed = self.pipeline.delete(collection_name, [doc.id])
+        self.retriever.refresh(collection_name)
+        return len(removed)
 
     # --- reading -----------------------------------------------------------------------------------
     def documents(self, collection: str | None = None) -> list[DocumentInfo]:

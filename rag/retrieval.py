@@ -13,9 +13,14 @@ Why each piece:
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 import threading
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import bm25s
 import numpy as np
@@ -29,25 +34,76 @@ from rag.store.store import Store, StoreError
 from rag.types import Hit
 
 log = logging.getLogger(__name__)
+# bm25s sets its logger to DEBUG when imported, which overrides the application's level (the CLI printed
+# "DEBUG bm25s: Building index…" on every search); NOTSET hands the decision back to the application.
+logging.getLogger("bm25s").setLevel(logging.NOTSET)
+
+
+def _tokenizer() -> Tokenizer:
+    return Tokenizer(stemmer=Stemmer.Stemmer("english"), stopwords="en")
 
 
 class LexicalIndex:
-    """A BM25 index over one collection's chunk texts, rebuilt from SQL when the collection changes."""
+    """A BM25 index over one collection's chunk texts at one SQL generation.
 
-    def __init__(self, store: Store, coll: Collection, generation: int) -> None:
+    Built from SQL and saved beside the FAISS index (``<collection>.bm25/``), so a new process — every ``rag ask``,
+    every API replica — loads it instead of re-tokenising the collection: at 100k chunks a build is ~40 s
+    (tokenising ~20 s, indexing ~14 s), a load well under a second.
+    """
+
+    _META = "rag_bm25.json"
+
+    def __init__(self, generation: int, ids: np.ndarray, tokenizer: Tokenizer, model: bm25s.BM25 | None) -> None:
         self.generation = generation
-        self.tokenizer = Tokenizer(stemmer=Stemmer.Stemmer("english"), stopwords="en")
+        self.ids = ids
+        self.tokenizer = tokenizer
+        self.model = model
+
+    @classmethod
+    def build(cls, store: Store, coll: Collection, generation: int) -> LexicalIndex:
+        tokenizer = _tokenizer()
         ids: list[np.ndarray] = []
         tokens: list[list[int]] = []
         for batch_ids, texts in store.iter_texts(coll.id):
             ids.append(batch_ids)
-            tokens.extend(self.tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False))
-        self.ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
-        self.model: bm25s.BM25 | None = None
-        if len(self.ids):
-            self.model = bm25s.BM25()
-            vocab = self.tokenizer.get_vocab_dict()
-            self.model.index(bm25s.tokenization.Tokenized(ids=tokens, vocab=vocab), show_progress=False)
+            tokens.extend(tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False))
+        model = None
+        if ids:
+            model = bm25s.BM25()
+            vocab = tokenizer.get_vocab_dict()
+            model.index(bm25s.tokenization.Tokenized(ids=tokens, vocab=vocab), show_progress=False)
+        return cls(generation, np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64), tokenizer, model)
+
+    def save(self, folder: Path, collection_id: int) -> None:
+        """Write to a temporary folder, then swap it in: a reader sees the old index, the new one, or none."""
+        if self.model is None:
+            return
+        tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self.model.save(str(tmp), show_progress=False)
+        self.tokenizer.save_vocab(str(tmp))
+        np.save(tmp / "chunk_ids.npy", self.ids)
+        (tmp / self._META).write_text(json.dumps({"collection_id": collection_id, "generation": self.generation}))
+        old = folder.with_name(f"{folder.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, folder: Path, collection_id: int, generation: int) -> LexicalIndex | None:
+        """The saved index if it is this collection's at ``generation``; None if absent, stale or unreadable."""
+        try:
+            meta = json.loads((folder / cls._META).read_text())
+            if meta != {"collection_id": collection_id, "generation": generation}:
+                return None
+            model = bm25s.BM25.load(str(folder), show_progress=False)
+            tokenizer = _tokenizer()
+            tokenizer.load_vocab(str(folder))
+            ids = np.load(folder / "chunk_ids.npy")
+        except (OSError, ValueError, KeyError) as exc:  # missing, torn (a crash mid-swap) or foreign: rebuild
+            log.info("BM25 index at %s not loaded (%s); rebuilding from SQL", folder, exc)
+            return None
+        return cls(generation, ids, tokenizer, model)
 
     def search(self, question: str, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (chunk ids, scores) with a positive BM25 score."""
@@ -93,19 +149,42 @@ class Retriever:
         self._lexical: dict[str, LexicalIndex] = {}
         self._lock = threading.Lock()
 
-    def lexical(self, coll: Collection, generation: int | None = None) -> LexicalIndex:
-        """The BM25 index of ``coll`` at ``generation`` (read from SQL when not given), rebuilt when behind."""
+    def lexical(self, coll: Collection, generation: int | None = None, *, wait: bool = False) -> LexicalIndex:
+        """The BM25 index of ``coll`` at ``generation`` (read from SQL when not given): loaded from disk, or
+        rebuilt from SQL (and saved) when behind.
+
+        One thread rebuilds at a time. While it does, other queries are answered from the previous index rather
+        than waiting up to a minute for the new one: dense retrieval is always current, and chunks the old index
+        still holds but SQL no longer has are dropped when hits are read from SQL. ``wait`` (and a collection
+        with no index yet) blocks until the index is current.
+        """
         if generation is None:
             generation = self.store.generation(coll.id)
         current = self._lexical.get(coll.name)
         if current is not None and current.generation == generation:
             return current
-        with self._lock:  # one rebuild at a time; concurrent queries wait for it rather than repeat it
+        if not self._lock.acquire(blocking=wait or current is None):
+            return current  # another thread is rebuilding: answer from the previous index meanwhile
+        try:
             current = self._lexical.get(coll.name)
             if current is None or current.generation != generation:
-                current = LexicalIndex(self.store, coll, generation)
+                folder = self.store.index_path(coll, ".bm25")
+                current = LexicalIndex.load(folder, coll.id, generation)
+                if current is None:
+                    current = LexicalIndex.build(self.store, coll, generation)
+                    current.save(folder, coll.id)
                 self._lexical[coll.name] = current
-        return current
+            return current
+        finally:
+            self._lock.release()
+
+    def refresh(self, collection: str) -> None:
+        """Bring the collection's BM25 index up to date now (after an ingestion), so that no query pays for it."""
+        try:
+            coll = self.store.collection(collection)
+        except StoreError:
+            return
+        self.lexical(coll, coll.generation, wait=True)
 
     def retrieve(
         self,

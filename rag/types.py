@@ -109,6 +109,7 @@ class DocumentInfo:
     summary: str | None
     summary_state: SummaryState
     summary_model: str | None
+    summary_error: str | None  # why the last summary attempt failed, when summary_state is 'failed'
     updated_at: str
 
     def to_dict(self) -> dict[str, Any]:

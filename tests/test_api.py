@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -388,16 +389,20 @@ def test_cors_off_by_default(client: httpx.Client) -> None:
 def test_postgres_backed_server(pg_url: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
                                 corpus: dict[str, Path]) -> None:
     from rag import Settings
+    from rag.store.schema import utcnow
     from rag.store.store import Store
 
-    stale = Store(Settings(data_dir=tmp_path / "seed", database_url=pg_url))  # a job left by a dead process
-    stale.create_run("stale-job", "default", ["/nowhere"], state="running")
-    stale.close()
+    seed = Store(Settings(data_dir=tmp_path / "seed", database_url=pg_url))
+    seed.create_run("stale-job", "default", ["/nowhere"], state="running")  # left by a process that died
+    seed.update_run("stale-job", heartbeat_at=utcnow() - timedelta(minutes=5))
+    seed.create_run("live-job", "default", ["/nowhere"], state="running")  # another replica's, heartbeat fresh
+    seed.close()
 
     models = tmp_path_factory.getbasetemp() / "shared-models"
     env = server_env(models, database_url=pg_url, allowed_roots=[str(corpus["root"])])
     with ApiServer(tmp_path / "data", env) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
         assert c.get("/v1/jobs/stale-job").json()["state"] == "interrupted"
+        assert c.get("/v1/jobs/live-job").json()["state"] == "running"
         job = wait_job(c, c.post("/v1/ingest", json={"paths": [str(corpus["docs"])]}).json()["job_id"])
         assert job["state"] == "done" and job["counts"]["added"] == len(DOCS)
         hits = c.post("/v1/retrieve", json={"question": "Which volcano is near Catania?", "top_k": 1}).json()["hits"]

@@ -36,6 +36,7 @@ def test_ingest_search_docs_delete(tmp_path: Path) -> None:
 
     text = rag_cli("search", "bm25 stemming", data_dir=data)
     assert text.returncode == 0 and "querying.md" in text.stdout
+    assert "DEBUG" not in text.stderr and "Loading weights" not in text.stderr  # libraries stay quiet
 
     gone = rag_cli("delete", str(listing[0]["id"]), data_dir=data)
     assert gone.returncode == 0

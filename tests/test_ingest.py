@@ -78,6 +78,33 @@ def test_change_detection_edit_delete_rename(make_rag, tmp_path: Path) -> None:
     assert_consistent(rag)
 
 
+def test_bm25_index_is_saved_and_reused_only_at_its_generation(make_rag, tmp_path: Path) -> None:
+    from rag.retrieval import LexicalIndex
+
+    docs = tmp_path / "docs"
+    _write(docs, GARDEN)
+    writer = make_rag()
+    writer.ingest(docs)  # the ingestion builds and saves the BM25 index
+    coll = writer.store.collection("default")
+    folder = writer.store.index_path(coll, ".bm25")
+    saved = LexicalIndex.load(folder, coll.id, coll.generation)
+    assert saved is not None and sorted(saved.ids.tolist()) == sorted(assert_consistent(writer))
+    assert LexicalIndex.load(folder, coll.id, coll.generation + 1) is None  # another generation: not used
+    assert LexicalIndex.load(folder, coll.id + 1, coll.generation) is None  # another collection: not used
+
+    reader = make_rag()  # a second process on the same data directory loads it
+    ids, _ = reader.retriever.lexical(reader.store.collection("default")).search("ladybirds aphids", 3, None)
+    assert reader.store.chunk_rows(ids.tolist())[int(ids[0])].path.endswith("pests.html")
+
+    (docs / "pests.html").write_text("<p>Slugs eat seedlings at night; beer traps catch them.</p>")
+    writer.ingest(docs)
+    hits = reader.retrieve("beer traps for slugs", top_k=1, mode="lexical")  # the reader's index was behind
+    assert hits and "beer traps" in hits[0].text
+
+    writer.store.drop_collection("default")
+    assert not folder.exists()
+
+
 def test_bad_inputs_are_reported_and_lose_nothing(make_rag, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     _write(

@@ -26,8 +26,9 @@ def write(tmp_path: Path, name: str, data: bytes | str) -> Path:
     return path
 
 
-def make_pdf(pages: list[str], title: str | None = None, startxref_shift: int = 0) -> bytes:
-    """A minimal but valid PDF written by hand: one Helvetica text line per page, optional /Title."""
+def make_pdf(pages: list[str], title: str | None = None, startxref_shift: int = 0, page_extra: str = "") -> bytes:
+    """A minimal but valid PDF written by hand: one Helvetica text line per page, optional /Title, and
+    ``page_extra`` entries in every page dictionary."""
     n = len(pages)
     objects = [b"<< /Type /Catalog /Pages 2 0 R >>"]
     kids = " ".join(f"{4 + 2 * i} 0 R" for i in range(n))
@@ -36,7 +37,7 @@ def make_pdf(pages: list[str], title: str | None = None, startxref_shift: int = 
     for i, text in enumerate(pages):
         objects.append(
             f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
-            f"/Contents {5 + 2 * i} 0 R >>".encode()
+            f"/Contents {5 + 2 * i} 0 R {page_extra}>>".encode()
         )
         escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)").encode("cp1252")
         stream = b"BT /F1 12 Tf 72 720 Td (" + escaped + b") Tj ET"
@@ -235,6 +236,13 @@ def test_pdf(tmp_path: Path) -> None:
     assert doc.doc_type == "pdf" and doc.title == "A Report"
     assert doc.text == "Hello PDF world\n\nCafé (third) page"
     assert doc.metadata == {"pages": 3, "page_starts": [0, 17, 17]}
+
+
+def test_pdf_with_a_huge_array(tmp_path: Path) -> None:
+    """pypdf's default limit (100,000 array elements) rejects whole real filings; ours is 2M."""
+    big = "/PieceInfo [" + "0 " * 300_000 + "] "
+    doc = read_document(write(tmp_path, "filing.pdf", make_pdf(["Quarterly report"], page_extra=big)), LIMIT)
+    assert doc.text == "Quarterly report"
 
 
 def test_pdf_without_text(tmp_path: Path) -> None:

@@ -88,8 +88,13 @@ class Embedder:
             self.max_tokens = int(self.model.max_seq_length)
             self.dim = int(self.model.get_embedding_dimension())
 
+    def token_ids(self, text: str) -> list[int]:
+        """Word-piece ids without special tokens. Texts longer than the model's window are expected here (the
+        chunker measures whole documents), so the tokenizer's "longer than the maximum" warning is turned off."""
+        return self.tokenizer.encode(text, add_special_tokens=False, verbose=False)
+
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
+        return len(self.token_ids(text))
 
     def embed(self, texts: list[str], *, query: bool = False) -> np.ndarray:
         """(n, dim) float32, L2-normalised, so inner product is cosine. ``query``: the texts are questions."""

@@ -10,11 +10,11 @@ Activations are quantised per tensor at run time, so int8 is noisiest on very sh
 way, so queries always run on the fp32 graph (identical to PyTorch, cosine 1.000) and only documents, where the
 throughput matters, take int8.
 
-The sentence-transformers model is exported once (transformer → ONNX fp32, plus a dynamic int8 quantisation of its
-MatMul weights) into ``<models_dir>/onnx-…`` with its tokenizer and pooling mode, by :func:`build_once`; later
-loads read only that folder (no PyTorch model in memory). Pooling and normalisation run in numpy. Only models made
-of Transformer + mean/CLS Pooling (+ Normalize) are exported; anything else raises :class:`OnnxExportError` and the
-caller stays on PyTorch.
+The sentence-transformers model is exported once (transformer → ONNX fp32, BERT graphs fused, plus a dynamic int8
+quantisation of its MatMul weights) into ``<models_dir>/onnx-…`` with its tokenizer and pooling mode, by
+:func:`build_once`; later loads read only that folder (no PyTorch model in memory). Pooling and normalisation run
+in numpy. Only models made of Transformer + mean/CLS Pooling (+ Normalize) are exported; anything else raises
+:class:`OnnxExportError` and the caller stays on PyTorch.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "int8"]
 _FILES: dict[str, str] = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
-_EXPORT_VERSION = 1  # bump when the export recipe changes, so old folders are not reused
+_EXPORT_VERSION = 2  # bump when the export recipe changes, so old folders are not reused
 _META = "rag_onnx.json"
 
 
@@ -55,6 +56,15 @@ def _pooling_mode(model) -> str:  # noqa: ANN001 - a SentenceTransformer
     if mode not in ("mean", "cls"):
         raise OnnxExportError(f"pooling mode {mode!r}: only mean and cls are exported")
     return str(mode)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def _write_export(tmp: Path, model_path: str) -> None:
@@ -80,7 +90,11 @@ def _write_export(tmp: Path, model_path: str) -> None:
     example = model.tokenizer(["a short one", "a somewhat longer example sentence"], padding=True, return_tensors="pt")
     fp32 = tmp / _FILES["fp32"]
     axes = {name: {0: "batch", 1: "sequence"} for name in [*inputs, "last_hidden_state"]}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Tracing warns about negative gather indices and a padding check traced as a constant; neither applies
+        # here (the mask always spans the sequence) and tests/test_embedder.py compares padded batches to PyTorch.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
             LastHidden(),
             tuple(example[n] for n in inputs),
@@ -91,12 +105,42 @@ def _write_export(tmp: Path, model_path: str) -> None:
             opset_version=17,
             dynamo=False,  # the TorchScript exporter needs no onnxscript and handles BERT's dynamic shapes
         )
+    _fuse_bert(fp32, transformer.config)
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fp32), str(tmp / _FILES["int8"]), weight_type=QuantType.QInt8, per_channel=True)
+    advice = _DropMessage("pre-processing before quantization")  # logged on the root logger on every call
+    logging.getLogger().addFilter(advice)
+    try:
+        quantize_dynamic(
+            str(fp32), str(tmp / _FILES["int8"]), weight_type=QuantType.QInt8, per_channel=True,
+            # the fused operators are in the com.microsoft domain, which ONNX shape inference cannot type
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},
+        )
+    finally:
+        logging.getLogger().removeFilter(advice)
     model.tokenizer.save_pretrained(str(tmp))
     meta = {"source": model_path, "pooling": pooling, "max_seq_length": int(model.max_seq_length), "inputs": inputs}
     (tmp / _META).write_text(json.dumps(meta))
+
+
+def _fuse_bert(path: Path, config) -> None:  # noqa: ANN001 - a transformers PretrainedConfig
+    """Fuse a BERT graph in place with ONNX Runtime's transformer optimizer (one Attention, SkipLayerNorm and
+    BiasGelu operator per layer instead of dozens of small ones), before quantisation.
+
+    Why: measured with ``bench/embed_backends.py``-style runs on 400 SciFact abstracts, int8 documents went from
+    5.2-5.8k to 5.6-6.1k tokens/s (+4-8%, two runs, each fused graph faster than the unfused one beside it), at the
+    same cosine to PyTorch. Other architectures are left unfused: the optimizer's patterns are BERT's.
+    """
+    if getattr(config, "model_type", None) != "bert":
+        return
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    fused = optimize_model(
+        str(path), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size
+    )
+    fused.save_model_to_file(str(path))
+    log.info("onnx export fused: %s", {k: v for k, v in fused.get_fused_operator_statistics().items() if v})
 
 
 def ensure_export(model_path: str, root: Path) -> Path:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,7 +24,22 @@ def _v1_initial(conn: Connection) -> None:
     Base.metadata.create_all(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial]
+def _add_column(conn: Connection, table: str, column: str) -> None:
+    """Add a column the current schema declares, unless it is there already.
+
+    Idempotent because ``_v1_initial`` creates a new store from the current models, columns of later versions
+    included; only stores written by an older release lack them."""
+    if column in {c["name"] for c in inspect(conn).get_columns(table)}:
+        return
+    col = Base.metadata.tables[table].c[column]
+    conn.execute(text(f'ALTER TABLE {table} ADD COLUMN {column} {col.type.compile(dialect=conn.dialect)}'))
+
+
+def _v2_run_heartbeat(conn: Connection) -> None:
+    _add_column(conn, "ingestion_runs", "heartbeat_at")
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_run_heartbeat]
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI connection

@@ -1,0 +1,95 @@
+"""The SQL store without models: schema migrations of an older store, the job heartbeat sweep, the writer lock."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import inspect, select, text
+
+from rag import Settings
+from rag.store.database import MIGRATIONS
+from rag.store.schema import SchemaVersion, utcnow
+from rag.store.store import Store
+
+
+def _downgrade_to_v1(store: Store) -> None:
+    """Make the store look like one written by the first release: no heartbeat column, schema version 1."""
+    with store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE ingestion_runs DROP COLUMN heartbeat_at"))
+        conn.execute(SchemaVersion.__table__.update().values(version=1))
+
+
+def _check_upgrade(settings: Settings) -> None:
+    old = Store(settings)
+    old.create_run("old-job", "default", ["/docs"], state="done")
+    _downgrade_to_v1(old)
+    old.close()
+
+    store = Store(settings)  # opening migrates in place
+    try:
+        with store.engine.connect() as conn:
+            assert "heartbeat_at" in {c["name"] for c in inspect(conn).get_columns("ingestion_runs")}
+            assert conn.execute(select(SchemaVersion.version)).scalar() == len(MIGRATIONS) >= 2
+        run = store.get_run("old-job")
+        assert run is not None and run.state == "done" and run.heartbeat_at is None  # the old row survived
+    finally:
+        store.close()
+
+
+def test_sqlite_store_of_an_older_release_is_upgraded(tmp_path: Path) -> None:
+    _check_upgrade(Settings(data_dir=tmp_path))
+
+
+def test_postgres_store_of_an_older_release_is_upgraded(pg_url: str, tmp_path: Path) -> None:
+    _check_upgrade(Settings(data_dir=tmp_path, database_url=pg_url))
+
+
+def test_only_jobs_whose_heartbeat_stopped_are_interrupted(tmp_path: Path) -> None:
+    store = Store(Settings(data_dir=tmp_path))
+    try:
+        for job in ("dead-running", "dead-queued", "alive", "finished"):
+            store.create_run(job, "default", ["/docs"], state="queued")
+        store.update_run("dead-running", state="running")
+        store.update_run("finished", state="done")
+        long_ago = utcnow() - timedelta(minutes=10)
+        for job in ("dead-running", "dead-queued", "alive", "finished"):
+            store.update_run(job, heartbeat_at=long_ago)
+        store.heartbeat_runs(["alive", "finished"])  # the owner of "alive" is still beating
+
+        assert store.interrupt_stale_runs(silent_for_s=60) == 2
+        states = {job: store.get_run(job).state for job in ("dead-running", "dead-queued", "alive", "finished")}
+        assert states == {"dead-running": "interrupted", "dead-queued": "interrupted", "alive": "queued",
+                          "finished": "done"}
+        finished = store.get_run("finished").heartbeat_at
+        assert finished.replace(tzinfo=None) == long_ago.replace(tzinfo=None)  # a finished job is not touched
+        assert store.interrupt_stale_runs(silent_for_s=60) == 0
+    finally:
+        store.close()
+
+
+def test_postgres_writer_lock_spans_hosts(pg_url: str, tmp_path: Path) -> None:
+    """Two stores with their own data directories (two hosts) on one database: the second writer waits."""
+    from ingest.pipeline import writer_lock
+
+    host_a = Store(Settings(data_dir=tmp_path / "host-a", database_url=pg_url))
+    host_b = Store(Settings(data_dir=tmp_path / "host-b", database_url=pg_url))
+    acquired = threading.Event()
+
+    def second_writer() -> None:
+        with writer_lock(host_b, "default"):
+            acquired.set()
+
+    try:
+        with writer_lock(host_a, "default"):
+            thread = threading.Thread(target=second_writer)
+            thread.start()
+            assert not acquired.wait(1.0)  # no shared lock file, yet it waits
+            with writer_lock(host_b, "another-collection"):
+                pass  # other collections are not held up
+        assert acquired.wait(10)
+        thread.join()
+    finally:
+        host_a.close()
+        host_b.close()
