@@ -329,7 +329,7 @@ def test_query_during_ingestion_then_cancel(client: httpx.Client, ingested: dict
     cancelled = client.post(f"/v1/jobs/{job_id}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["state"] in ("cancelling", "cancelled")
     final = wait_job(client, job_id)
-    assert final["state"] == "cancelled" and final["finished_at"], final
+    assert final["state"] == "cancelled" and final["finished_at"], (final["state"], final["message"])
     _error(client.post(f"/v1/jobs/{job_id}/cancel"), 409)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,37 @@ def test_export_is_built_once(models_dir: Path, onnx_embedder: Embedder) -> None
     again = Embedder(MODEL, device="cpu", backend="onnx", models_root=models_dir)
     assert json.loads((folder / MARKER).read_text())["time"] == built
     assert again.dim == onnx_embedder.dim == 384
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx-int8"])
+def test_measuring_documents_while_queries_embed(backend: str, torch_embedder: Embedder, onnx_embedder: Embedder) -> None:
+    """The chunker (untruncated counts) and query embedding (truncated, padded) run in different threads of one
+    server. Sharing one tokenizer, the counts came back cut at the model's window now and then: a document's tail
+    would have been dropped, or the job failed with "Already borrowed"."""
+    embedder = torch_embedder if backend == "torch" else onnx_embedder
+    document = "Filler paragraph number 3 talks about ordinary things such as tables, chairs and lamps. " * 40
+    expected = embedder.count_tokens(document)
+    assert expected > 2 * embedder.max_tokens
+    counts: list[int] = []
+    errors: list[BaseException] = []
+
+    def measure() -> None:
+        try:
+            counts.extend(embedder.count_tokens(document) for _ in range(300))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    def ask() -> None:
+        try:
+            for _ in range(150):
+                embedder.embed_query("What does the waggle dance tell?")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=measure), threading.Thread(target=ask)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert set(counts) == {expected}

@@ -1,7 +1,8 @@
 """The embedding model: sentence-transformers over the bundled all-MiniLM-L6-v2 (or any ST model).
 
 Its tokenizer is also the chunker's ruler, so chunks never exceed the window the model actually reads
-(MiniLM truncates silently past 256 word pieces).
+(MiniLM truncates silently past 256 word pieces). The ruler is a private copy of that tokenizer
+(:mod:`rag.models.fast_tokenizer` says why), so measuring a document never races with embedding a query.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.models.fast_tokenizer import backend_copy
 from rag.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ class Embedder:
                 log.info("embedder %s stays on PyTorch: %s", name, exc)
                 self.backend = "torch"
         if self._onnx is not None:
-            self.tokenizer = self._onnx.tokenizer
+            tokenizer = self._onnx.tokenizer
             self.max_tokens = self._onnx.max_tokens
             self.dim = self._onnx.dim
         else:
@@ -84,14 +86,14 @@ class Embedder:
             self.model = SentenceTransformer(path, device=self.device)
             if self.device == "cuda":
                 self.model.half()
-            self.tokenizer = self.model.tokenizer
+            tokenizer = self.model.tokenizer
             self.max_tokens = int(self.model.max_seq_length)
             self.dim = int(self.model.get_embedding_dimension())
+        self._ruler = backend_copy(tokenizer)
 
     def token_ids(self, text: str) -> list[int]:
-        """Word-piece ids without special tokens. Texts longer than the model's window are expected here (the
-        chunker measures whole documents), so the tokenizer's "longer than the maximum" warning is turned off."""
-        return self.tokenizer.encode(text, add_special_tokens=False, verbose=False)
+        """Word-piece ids without special tokens, never truncated: the chunker measures whole documents."""
+        return self._ruler.encode(text, add_special_tokens=False).ids
 
     def count_tokens(self, text: str) -> int:
         return len(self.token_ids(text))

@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 
 from rag.models.build_once import build_once
+from rag.models.fast_tokenizer import backend_copy
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,8 @@ def ensure_export(model_path: str, root: Path) -> Path:
 
 
 class OnnxEncoder:
-    """Encodes texts with an exported model; ONNX Runtime sessions are thread-safe, so no lock is needed."""
+    """Encodes texts with an exported model. ONNX Runtime sessions are thread-safe and the tokenizer backend is
+    configured once and then only read, so no lock is needed."""
 
     def __init__(self, folder: Path, document_precision: Precision) -> None:
         import onnxruntime as ort
@@ -160,6 +162,7 @@ class OnnxEncoder:
         self.max_tokens: int = meta["max_seq_length"]
         self.inputs: list[str] = meta["inputs"]
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self._batcher = backend_copy(self.tokenizer, truncate_to=self.max_tokens, pad=True)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.inter_op_num_threads = 1
@@ -178,11 +181,13 @@ class OnnxEncoder:
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            batch = self.tokenizer(
-                [texts[i] for i in idx], truncation=True, max_length=self.max_tokens, padding=True, return_tensors="np"
-            )
-            feed = {name: batch[name].astype(np.int64) for name in self.inputs}
-            hidden = session.run(None, feed)[0]
+            encodings = self._batcher.encode_batch([texts[i] for i in idx])
+            batch = {
+                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+            }
+            hidden = session.run(None, {name: batch[name] for name in self.inputs})[0]
             if self.pooling == "cls":
                 pooled = hidden[:, 0]
             else:
