@@ -37,46 +37,44 @@ class RAG:
         self.settings = settings
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.settings)
-        self._lock = threading.Lock()
-        self._embedder = None
-        self._retriever = None
-        self._pipeline = None
-        self._llm = None
+        self._parts: dict[str, Any] = {}
+        self._part_locks = {name: threading.Lock() for name in ("embedder", "retriever", "pipeline", "llm")}
 
     # --- lazily loaded parts -------------------------------------------------------------------------
+    def _part(self, name: str, build: Callable[[], Any]) -> Any:
+        """Build a part once, even when the API's threads ask for it together (two retrievers would each
+        rebuild BM25). One lock per part: loading the LLM (a minute on first use) does not hold up retrieval."""
+        part = self._parts.get(name)
+        if part is None:
+            with self._part_locks[name]:
+                part = self._parts.get(name)
+                if part is None:
+                    part = self._parts[name] = build()
+        return part
+
     @property
     def embedder(self):  # noqa: ANN201 - rag.models.embedder.Embedder
-        with self._lock:
-            if self._embedder is None:
-                from rag.models.embedder import load_embedder
+        from rag.models.embedder import load_embedder
 
-                self._embedder = load_embedder(self.settings)
-            return self._embedder
+        return self._part("embedder", lambda: load_embedder(self.settings))
 
     @property
     def retriever(self):  # noqa: ANN201 - rag.retrieval.Retriever
-        if self._retriever is None:
-            from rag.retrieval import Retriever
+        from rag.retrieval import Retriever
 
-            self._retriever = Retriever(self.store, self.embedder, self.settings)
-        return self._retriever
+        return self._part("retriever", lambda: Retriever(self.store, self.embedder, self.settings))
 
     @property
     def pipeline(self):  # noqa: ANN201 - ingest.pipeline.IngestPipeline
-        if self._pipeline is None:
-            from ingest.pipeline import IngestPipeline
+        from ingest.pipeline import IngestPipeline
 
-            self._pipeline = IngestPipeline(self.store, self.embedder, self.settings)
-        return self._pipeline
+        return self._part("pipeline", lambda: IngestPipeline(self.store, self.embedder, self.settings))
 
     @property
     def llm(self):  # noqa: ANN201 - rag.models.llm.LLM
-        with self._lock:
-            if self._llm is None:
-                from rag.models import load_llm
+        from rag.models import load_llm
 
-                self._llm = load_llm(self.settings)
-            return self._llm
+        return self._part("llm", lambda: load_llm(self.settings))
 
     # --- ingestion ---------------------------------------------------------------------------------
     def ingest(

@@ -150,13 +150,14 @@ class Retriever:
         self._lock = threading.Lock()
 
     def lexical(self, coll: Collection, generation: int | None = None, *, wait: bool = False) -> LexicalIndex:
-        """The BM25 index of ``coll`` at ``generation`` (read from SQL when not given): loaded from disk, or
-        rebuilt from SQL (and saved) when behind.
+        """The BM25 index of ``coll`` at ``generation`` (read from SQL when not given).
 
-        One thread rebuilds at a time. While it does, other queries are answered from the previous index rather
-        than waiting up to a minute for the new one: dense retrieval is always current, and chunks the old index
-        still holds but SQL no longer has are dropped when hits are read from SQL. ``wait`` (and a collection
-        with no index yet) blocks until the index is current.
+        An index saved at that generation (by the ingestion that wrote it, in any process) is loaded: well under a
+        second. Otherwise it must be rebuilt from SQL (~40 s at 100k chunks), which no query should wait for while
+        an older index can answer: the query gets the older index and the rebuild runs in a background thread,
+        one at a time. Dense retrieval is always current, and chunks the old index still holds but SQL no longer
+        has are dropped when hits are read from SQL. ``wait`` (the ingestion's own refresh), and a collection
+        with no index in memory yet, block until the index is current.
         """
         if generation is None:
             generation = self.store.generation(coll.id)
@@ -164,17 +165,38 @@ class Retriever:
         if current is not None and current.generation == generation:
             return current
         if not self._lock.acquire(blocking=wait or current is None):
-            return current  # another thread is rebuilding: answer from the previous index meanwhile
+            return current  # a rebuild is under way: the previous index answers meanwhile
+        handed_over = False
         try:
             current = self._lexical.get(coll.name)
-            if current is None or current.generation != generation:
-                folder = self.store.index_path(coll, ".bm25")
-                current = LexicalIndex.load(folder, coll.id, generation)
-                if current is None:
-                    current = LexicalIndex.build(self.store, coll, generation)
-                    current.save(folder, coll.id)
-                self._lexical[coll.name] = current
-            return current
+            if current is not None and current.generation == generation:
+                return current
+            folder = self.store.index_path(coll, ".bm25")
+            loaded = LexicalIndex.load(folder, coll.id, generation)
+            if loaded is None and current is not None and not wait:
+                threading.Thread(
+                    target=self._rebuild_then_release, args=(coll, generation, folder), name=f"bm25-{coll.name}",
+                    daemon=True,  # the save is atomic, so an exit mid-build loses only the work
+                ).start()
+                handed_over = True
+                return current
+            self._lexical[coll.name] = loaded or self._rebuild(coll, generation, folder)
+            return self._lexical[coll.name]
+        finally:
+            if not handed_over:
+                self._lock.release()
+
+    def _rebuild(self, coll: Collection, generation: int, folder: Path) -> LexicalIndex:
+        index = LexicalIndex.build(self.store, coll, generation)
+        index.save(folder, coll.id)
+        return index
+
+    def _rebuild_then_release(self, coll: Collection, generation: int, folder: Path) -> None:
+        """The background rebuild: it was handed the lock by the query that started it."""
+        try:
+            self._lexical[coll.name] = self._rebuild(coll, generation, folder)
+        except Exception:  # the next query starts another; meanwhile the old index keeps answering
+            log.exception("BM25 rebuild of '%s' failed", coll.name)
         finally:
             self._lock.release()
 

@@ -105,6 +105,33 @@ def test_bm25_index_is_saved_and_reused_only_at_its_generation(make_rag, tmp_pat
     assert not folder.exists()
 
 
+def test_a_query_behind_the_writer_is_answered_at_once_and_the_rebuild_runs_behind_it(make_rag, tmp_path: Path) -> None:
+    """Mid-ingestion (the pipeline has committed, nobody has saved BM25 at the new generation) a query must not
+    pay for rebuilding BM25 (~40 s at 100k chunks): the previous index answers and a background thread rebuilds."""
+    from rag.retrieval import LexicalIndex
+
+    docs = tmp_path / "docs"
+    _write(docs, GARDEN)
+    rag = make_rag()
+    rag.ingest(docs)
+    coll = rag.store.collection("default")
+    before = rag.retriever.lexical(coll)
+    assert before.generation == coll.generation
+
+    (docs / "pests.html").write_text("<p>Slugs eat seedlings at night; beer traps catch them.</p>")
+    rag.pipeline.run([docs], "default")  # what a running ingestion has committed: no BM25 refresh yet
+    coll = rag.store.collection("default")
+    assert coll.generation > before.generation
+    assert rag.retriever.lexical(coll) is before  # answered by the previous index, not rebuilt in this thread
+
+    rag.retriever.refresh("default")  # waits for the background rebuild, then is current
+    after = rag.retriever.lexical(coll)
+    assert after.generation == coll.generation
+    assert LexicalIndex.load(rag.store.index_path(coll, ".bm25"), coll.id, coll.generation) is not None
+    hits = rag.retrieve("beer traps for slugs", top_k=1, mode="lexical")
+    assert hits and "beer traps" in hits[0].text
+
+
 def test_bad_inputs_are_reported_and_lose_nothing(make_rag, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     _write(
