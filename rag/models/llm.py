@@ -125,6 +125,10 @@ class HFTokenCounter:
         self.context_window = context_window
         self.name = name
         self.margin = margin  # added to count_messages when this is not the generating server's own tokenizer
+        # Every call here is untruncated and unpadded, but a fast tokenizer loaded with truncation or padding set
+        # re-configures its shared backend on the first such call: let that happen now, in one thread, not in
+        # two requests at once (see rag.models.fast_tokenizer).
+        self.count_tokens("")
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
