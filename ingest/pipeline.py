@@ -6,8 +6,11 @@ Why it is shaped this way:
   short files would otherwise run the model at batch size 1-2), then committed each in its own savepoint of
   one transaction: atomic per document, cheap per batch.
 - A file that fails is recorded with its reason and the run goes on; an interrupt leaves SQL consistent
-  (committed batches stay, the rest is redone next time) and FAISS is saved for what was committed.
-- One writer per collection, across threads, processes and (on PostgreSQL) hosts: see :func:`writer_lock`.
+  (committed batches stay, the rest is redone next time). Every commit appends to the change log, which the
+  indexes follow: FAISS right after each commit, the lexical index once at the end of the run.
+- One ingestion run per collection at a time, across threads, processes and (on PostgreSQL) hosts, so two runs
+  never walk and diff the same folder at once: see :func:`writer_lock`. Deletes and summaries do not take it:
+  each is one short transaction, ordered by the log.
 """
 
 from __future__ import annotations
@@ -112,30 +115,29 @@ class IngestPipeline:
         started = time.monotonic()
         with writer_lock(self.store, collection):
             coll = self.store.collection(collection, model=self.embedder.name, dim=self.embedder.dim)
-            index = self.store.index(coll)  # repairs FAISS from SQL first if a previous run crashed
             state = _Run(coll, IngestReport(collection=collection))
             try:
                 self._run(state, paths, progress, should_cancel, summarize_pending)
                 self._flush(state, summarize_pending)
             finally:
                 # After an interrupt the unflushed documents are simply redone by the next run; what was
-                # committed is persisted here (and would be repaired from SQL at the next open anyway).
-                index.save()
+                # committed is in SQL and the log, and the indexes catch up with it here.
+                self.store.follow(coll)
+                self.store.prune_log(coll)
                 state.report.elapsed_s = time.monotonic() - started
         return state.report
 
     def delete(self, collection: str, doc_ids: list[int]) -> list[int]:
-        """Remove documents (and their chunks and vectors); returns the removed chunk ids."""
-        with writer_lock(self.store, collection):
-            coll = self.store.collection(collection)
+        """Remove documents (and their chunks and vectors) in one short transaction; returns the removed chunk ids.
 
-            def work(s: Session, changes: Changes) -> list[int]:
-                changes.removed = self.store.remove_documents(s, doc_ids)
-                return changes.removed
+        No collection lock: a delete never waits behind a running ingestion (the log orders the two)."""
+        coll = self.store.collection(collection)
 
-            removed = self.store.write(coll, work)
-            self.store.index(coll).save()
-            return removed
+        def work(s: Session, changes: Changes) -> list[int]:
+            changes.removed = self.store.remove_documents(s, doc_ids)
+            return changes.removed
+
+        return self.store.write(coll, work)
 
     # --- the walk ----------------------------------------------------------------------------------
     def _run(self, state: _Run, paths, progress, should_cancel, summarize_pending) -> None:  # noqa: ANN001
@@ -172,7 +174,7 @@ class IngestPipeline:
         def work(s: Session, changes: Changes) -> None:
             changes.removed = self.store.remove_documents(s, [d.id for d in docs])
 
-        self.store.write(state.coll, work)
+        self.store.write(state.coll, work, follow=False)
         state.report.files.extend(FileOutcome(d.path, "removed") for d in docs)
 
     def _visit(self, state: _Run, path: Path, known: Document | None, summarize_pending: bool) -> FileOutcome:
@@ -221,7 +223,7 @@ class IngestPipeline:
                 s, state.coll, path=str(path), content_hash=digest, size=size, mtime=mtime, doc_type=doc_type, error=error
             )
 
-        self.store.write(state.coll, work)
+        self.store.write(state.coll, work, follow=False)
         log.info("ingest failed for %s: %s", path, error)
 
     # --- embed + commit ----------------------------------------------------------------------------
@@ -253,11 +255,10 @@ class IngestPipeline:
                     continue
                 changes.removed.extend(old_ids)
                 changes.added_ids.extend(new_ids)
-                changes.added_vectors.append(vecs)
 
-        self.store.write(state.coll, work)
+        self.store.write(state.coll, work, follow=False)
         if time.monotonic() - state.last_save > self.settings.index_save_interval_s:
-            self.store.index(state.coll).save()
+            self.store.indexes.save(state.coll)
             state.last_save = time.monotonic()
 
     @staticmethod

@@ -13,12 +13,12 @@ Why it is shaped this way:
   rendered chat prompt. A document that fits is summarised in one call; a longer one is map-reduced: runs of
   consecutive chunks that fit are summarised, then the partial summaries are combined in groups that fit, level by
   level, until one is left.
-- The LLM runs without the collection's writer lock (ingestion must not wait minutes for it); the lock is taken only
-  to commit, and the commit first checks that the document still has the content hash that was summarised. If
+- The LLM runs outside any lock, and each summary commits in its own short transaction (ordered with ingestion's
+  by the change log), which first checks that the document still has the content hash that was summarised. If
   ingestion changed the document meanwhile, the summary is dropped and the document stays pending for its new text.
 - A summary is stored on the document (``Document.summary``, ``summary_model``, ``summary_state``) and as a
-  ``Chunk(kind='summary', position=-1)`` with its embedding, written through :meth:`Store.write`, so FAISS, BM25 and
-  crash repair treat it like any chunk and retrieval routes a summary hit to that document's best chunks.
+  ``Chunk(kind='summary', position=-1)`` with its embedding, written through :meth:`Store.write`, so both indexes and
+  the change log treat it like any chunk and retrieval routes a summary hit to that document's best chunks.
 - Generation is one call at a time: the LLM interface has no batched generation yet. On a GPU the map calls of one
   document (and the single calls of many short documents) are independent and could be batched.
 """
@@ -36,12 +36,13 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from ingest.pipeline import Cancelled, ProgressFn, writer_lock
+from ingest.pipeline import Cancelled, ProgressFn
 from rag.budget import BudgetedPrompt, Passage, budget_prompt
 from rag.models.embedder import Embedder
 from rag.models.llm import LLM
 from rag.settings import Settings
 from rag.store.schema import Chunk, Collection, Document
+from rag.store.indexes import encode_vector
 from rag.store.store import Changes, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -368,18 +369,16 @@ class Summarizer:
                 text=summary,
                 token_count=token_count,
                 meta={"model": self.model_name},
-                embedding=np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
+                embedding=encode_vector(vector),
             )
             s.add(row)
             doc.summary, doc.summary_model, doc.summary_state, doc.summary_error = summary, self.model_name, "done", None
             s.flush()
             changes.removed.extend(old)
             changes.added_ids.append(row.id)
-            changes.added_vectors.append(vector.reshape(1, -1))
             return True
 
-        with writer_lock(self.store, coll.name):
-            return self.store.write(coll, work)
+        return self.store.write(coll, work)
 
     def _commit_failure(self, coll: Collection, source: _Source, error: str) -> bool:
         """Mark the document's summary failed (an earlier summary of the same content, if any, is kept)."""
@@ -391,9 +390,7 @@ class Summarizer:
             doc.summary_state, doc.summary_error = "failed", error
             return True
 
-        with writer_lock(self.store, coll.name):
-            return self.store.write(coll, work)
+        return self.store.write(coll, work)
 
     def _save_index(self, coll: Collection) -> None:
-        with writer_lock(self.store, coll.name):
-            self.store.index(coll).save()
+        self.store.indexes.save(coll)

@@ -42,8 +42,8 @@ class RAG:
 
     # --- lazily loaded parts -------------------------------------------------------------------------
     def _part(self, name: str, build: Callable[[], Any]) -> Any:
-        """Build a part once, even when the API's threads ask for it together (two retrievers would each
-        rebuild BM25). One lock per part: loading the LLM (a minute on first use) does not hold up retrieval."""
+        """Build a part once, even when the API's threads ask for it together (two embedders would each load
+        the model). One lock per part: loading the LLM (a minute on first use) does not hold up retrieval."""
         part = self._parts.get(name)
         if part is None:
             with self._part_locks[name]:
@@ -95,7 +95,6 @@ class RAG:
         report = self.pipeline.run(
             list(paths), collection, progress=progress, should_cancel=should_cancel, summarize_pending=do_summaries
         )
-        self.retriever.refresh(collection)  # writers pay for the BM25 rebuild, not the next query (no-op if unchanged)
         if do_summaries:
             written, failed = self.summarize(collection, progress=progress, should_cancel=should_cancel)
             report.summaries_written, report.summaries_failed = written, failed
@@ -116,12 +115,7 @@ class RAG:
 
         doc_ids = None if documents is None else [self._document_id(d, collection) for d in documents]
         summarizer = Summarizer(self.store, self.embedder, self.llm, self.settings)
-        written, failed = summarizer.run(
-            collection, doc_ids=doc_ids, force=force, progress=progress, should_cancel=should_cancel
-        )
-        if written:
-            self.retriever.refresh(collection)
-        return written, failed
+        return summarizer.run(collection, doc_ids=doc_ids, force=force, progress=progress, should_cancel=should_cancel)
 
     def delete(self, path_or_id: str | int, collection: str | None = None) -> int:
         """Remove a document (by id or path) from SQL and the index; returns the number of chunks removed."""
@@ -129,9 +123,7 @@ class RAG:
         if doc is None:
             raise KeyError(f"no document {path_or_id!r}")
         collection_name = self.store.collection_name(doc.collection_id)
-        removed = self.pipeline.delete(collection_name, [doc.id])
-        self.retriever.refresh(collection_name)
-        return len(removed)
+        return len(self.pipeline.delete(collection_name, [doc.id]))
 
     # --- reading -----------------------------------------------------------------------------------
     def documents(self, collection: str | None = None) -> list[DocumentInfo]:

@@ -1,4 +1,4 @@
-"""Hybrid retrieval: dense (FAISS) + lexical (BM25) candidates fused by reciprocal rank fusion.
+"""Hybrid retrieval: dense (FAISS) + lexical (BM25, tantivy) candidates fused by reciprocal rank fusion.
 
 Why each piece:
 - BM25 and MiniLM fail on different questions (exact terms, numbers, names vs paraphrase); RRF combines
@@ -9,120 +9,23 @@ Why each piece:
   question phrased at the level of a whole document still reaches the passages.
 - Filters (path prefix, document ids) select exact chunk ids in SQL and restrict both retrievers to them,
   rather than over-fetching and hoping enough survive a post-filter.
+- Both indexes follow the store's change log (``rag/store/indexes.py``): dense is always current, lexical may be
+  one catch-up behind for a moment after another process's write; hits are re-read from SQL either way.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import threading
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
-import bm25s
 import numpy as np
-import Stemmer
-from bm25s.tokenization import Tokenizer
 
 from rag.models.embedder import Embedder
 from rag.settings import Settings
-from rag.store.schema import Collection
 from rag.store.store import Store, StoreError
 from rag.types import Hit
 
 log = logging.getLogger(__name__)
-# bm25s sets its logger to DEBUG when imported, which overrides the application's level (the CLI printed
-# "DEBUG bm25s: Building index…" on every search); NOTSET hands the decision back to the application.
-logging.getLogger("bm25s").setLevel(logging.NOTSET)
-
-
-def _tokenizer() -> Tokenizer:
-    return Tokenizer(stemmer=Stemmer.Stemmer("english"), stopwords="en")
-
-
-class LexicalIndex:
-    """A BM25 index over one collection's chunk texts at one SQL generation.
-
-    Built from SQL and saved beside the FAISS index (``<collection>.bm25/``), so a new process — every ``rag ask``,
-    every API replica — loads it instead of re-tokenising the collection: at 100k chunks a build is ~40 s
-    (tokenising ~20 s, indexing ~14 s), a load well under a second.
-    """
-
-    _META = "rag_bm25.json"
-
-    def __init__(self, generation: int, ids: np.ndarray, tokenizer: Tokenizer, model: bm25s.BM25 | None) -> None:
-        self.generation = generation
-        self.ids = ids
-        self.tokenizer = tokenizer
-        self.model = model
-
-    @classmethod
-    def build(cls, store: Store, coll: Collection, generation: int) -> LexicalIndex:
-        tokenizer = _tokenizer()
-        ids: list[np.ndarray] = []
-        tokens: list[list[int]] = []
-        for batch_ids, texts in store.iter_texts(coll.id):
-            ids.append(batch_ids)
-            tokens.extend(tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False))
-        model = None
-        if ids:
-            model = bm25s.BM25()
-            vocab = tokenizer.get_vocab_dict()
-            model.index(bm25s.tokenization.Tokenized(ids=tokens, vocab=vocab), show_progress=False)
-        return cls(generation, np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64), tokenizer, model)
-
-    def save(self, folder: Path, collection_id: int) -> None:
-        """Write to a temporary folder, then swap it in: a reader sees the old index, the new one, or none."""
-        if self.model is None:
-            return
-        tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        self.model.save(str(tmp), show_progress=False)
-        self.tokenizer.save_vocab(str(tmp))
-        np.save(tmp / "chunk_ids.npy", self.ids)
-        (tmp / self._META).write_text(json.dumps({"collection_id": collection_id, "generation": self.generation}))
-        old = folder.with_name(f"{folder.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
-
-    @classmethod
-    def load(cls, folder: Path, collection_id: int, generation: int) -> LexicalIndex | None:
-        """The saved index if it is this collection's at ``generation``; None if absent, stale or unreadable."""
-        try:
-            meta = json.loads((folder / cls._META).read_text())
-            if meta != {"collection_id": collection_id, "generation": generation}:
-                return None
-            model = bm25s.BM25.load(str(folder), show_progress=False)
-            tokenizer = _tokenizer()
-            tokenizer.load_vocab(str(folder))
-            ids = np.load(folder / "chunk_ids.npy")
-        except (OSError, ValueError, KeyError) as exc:  # missing, torn (a crash mid-swap) or foreign: rebuild
-            log.info("BM25 index at %s not loaded (%s); rebuilding from SQL", folder, exc)
-            return None
-        return cls(generation, ids, tokenizer, model)
-
-    def search(self, question: str, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (chunk ids, scores) with a positive BM25 score."""
-        empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
-        if self.model is None:
-            return empty
-        query = self.tokenizer.tokenize([question], update_vocab=False, return_as="ids", show_progress=False)
-        if not query or not query[0]:
-            return empty
-        mask = None
-        if allowed is not None:
-            mask = np.isin(self.ids, allowed).astype(np.float32)
-            if not mask.any():
-                return empty
-        docs, scores = self.model.retrieve(
-            query, k=min(k, len(self.ids)), show_progress=False, weight_mask=mask, n_threads=1
-        )
-        keep = scores[0] > 0
-        return self.ids[docs[0][keep]], scores[0][keep]
 
 
 @dataclass
@@ -146,67 +49,6 @@ class Retriever:
         self.store = store
         self.embedder = embedder
         self.settings = settings
-        self._lexical: dict[str, LexicalIndex] = {}
-        self._lock = threading.Lock()
-
-    def lexical(self, coll: Collection, generation: int | None = None, *, wait: bool = False) -> LexicalIndex:
-        """The BM25 index of ``coll`` at ``generation`` (read from SQL when not given).
-
-        An index saved at that generation (by the ingestion that wrote it, in any process) is loaded: well under a
-        second. Otherwise it must be rebuilt from SQL (~40 s at 100k chunks), which no query should wait for while
-        an older index can answer: the query gets the older index and the rebuild runs in a background thread,
-        one at a time. Dense retrieval is always current, and chunks the old index still holds but SQL no longer
-        has are dropped when hits are read from SQL. ``wait`` (the ingestion's own refresh), and a collection
-        with no index in memory yet, block until the index is current.
-        """
-        if generation is None:
-            generation = self.store.generation(coll.id)
-        current = self._lexical.get(coll.name)
-        if current is not None and current.generation == generation:
-            return current
-        if not self._lock.acquire(blocking=wait or current is None):
-            return current  # a rebuild is under way: the previous index answers meanwhile
-        handed_over = False
-        try:
-            current = self._lexical.get(coll.name)
-            if current is not None and current.generation == generation:
-                return current
-            folder = self.store.index_path(coll, ".bm25")
-            loaded = LexicalIndex.load(folder, coll.id, generation)
-            if loaded is None and current is not None and not wait:
-                threading.Thread(
-                    target=self._rebuild_then_release, args=(coll, generation, folder), name=f"bm25-{coll.name}",
-                    daemon=True,  # the save is atomic, so an exit mid-build loses only the work
-                ).start()
-                handed_over = True
-                return current
-            self._lexical[coll.name] = loaded or self._rebuild(coll, generation, folder)
-            return self._lexical[coll.name]
-        finally:
-            if not handed_over:
-                self._lock.release()
-
-    def _rebuild(self, coll: Collection, generation: int, folder: Path) -> LexicalIndex:
-        index = LexicalIndex.build(self.store, coll, generation)
-        index.save(folder, coll.id)
-        return index
-
-    def _rebuild_then_release(self, coll: Collection, generation: int, folder: Path) -> None:
-        """The background rebuild: it was handed the lock by the query that started it."""
-        try:
-            self._lexical[coll.name] = self._rebuild(coll, generation, folder)
-        except Exception:  # the next query starts another; meanwhile the old index keeps answering
-            log.exception("BM25 rebuild of '%s' failed", coll.name)
-        finally:
-            self._lock.release()
-
-    def refresh(self, collection: str) -> None:
-        """Bring the collection's BM25 index up to date now (after an ingestion), so that no query pays for it."""
-        try:
-            coll = self.store.collection(collection)
-        except StoreError:
-            return
-        self.lexical(coll, coll.generation, wait=True)
 
     def retrieve(
         self,
@@ -242,7 +84,8 @@ class Retriever:
             _, dense_ids = index.search(query, n, allowed)
             rankings.append(dense_ids)
         if mode in ("hybrid", "lexical"):
-            lex_ids, lex_scores = self.lexical(coll, coll.generation).search(question, n, allowed)
+            lexical = self.store.lexical(coll, generation=coll.generation)
+            lex_ids, lex_scores = lexical.search(question, n, allowed)
             rankings.append(lex_ids)
             lexical_scores = dict(zip(lex_ids.tolist(), lex_scores.tolist()))
         fused = reciprocal_rank_fusion(rankings, self.settings.rrf_k)

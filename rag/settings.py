@@ -62,12 +62,24 @@ class Settings(BaseSettings):
     index_save_interval_s: float = Field(
         default=30.0, description="How often a long ingestion persists the FAISS index (SQL commits per document)."
     )
+    log_retention_hours: float = Field(
+        default=168.0, gt=0, description="Change-log entries older than this are pruned after an ingestion; an index "
+        "that has not caught up since then is rebuilt from SQL."
+    )
 
     # --- retrieval -------------------------------------------------------------------------------
     top_k: int = 5
     candidates: int = Field(default=50, description="Candidates taken from each retriever before fusion.")
     rrf_k: int = 60
     summary_route_chunks: int = Field(default=2, description="Chunks a matching summary brings from its document.")
+    ann_threshold: int = Field(
+        default=200_000, ge=1, description="Chunks from which a collection's FAISS index turns approximate (IVF); "
+        "below it search is exact. Measured by bench/scale.py.",
+    )
+    ann_nprobe: int = Field(default=48, ge=1, description="IVF lists scanned per query (recall vs latency).")
+    ann_storage: Literal["sq8", "fp16"] = Field(
+        default="sq8", description="How an IVF index stores vectors: 8-bit scalar codes (1 byte/dim) or float16."
+    )
 
     # --- generation ------------------------------------------------------------------------------
     llm_backend: Literal["local", "openai"] = "local"

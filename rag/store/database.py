@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
-from rag.store.schema import Base, SchemaVersion
+from rag.store.schema import Base, IndexLogEntry, SchemaVersion
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,18 @@ def _v2_run_heartbeat(conn: Connection) -> None:
     _add_column(conn, "ingestion_runs", "heartbeat_at")
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_run_heartbeat]
+def _v3_change_log(conn: Connection) -> None:
+    """The change log and its retention floor. Index files of older releases carry no log sequence: they are
+    rebuilt from SQL once, at their first use; float32 embeddings already stored stay readable beside float16 ones."""
+    IndexLogEntry.__table__.create(conn, checkfirst=True)
+    _add_column(conn, "collections", "log_floor")
+    conn.execute(text("UPDATE collections SET log_floor = generation WHERE log_floor IS NULL"))
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI connection
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_run_heartbeat, _v3_change_log]
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets queries read while an ingestion writes; busy_timeout makes a second writer wait, not fail.
     cur.execute("PRAGMA journal_mode=WAL")
@@ -65,8 +73,18 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
+def _serialize_migrations(conn: Connection) -> None:
+    """Make concurrent openers of one database (replicas started together) migrate one at a time: the second
+    waits for the first's transaction and then finds the schema current, instead of failing on "table exists"."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema()), hashtext('rag:migrate'))"))
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock now; pysqlite would run the DDL in autocommit
+
+
 def migrate(engine: Engine) -> None:
     with engine.begin() as conn:
+        _serialize_migrations(conn)
         SchemaVersion.__table__.create(conn, checkfirst=True)
         row = conn.execute(select(SchemaVersion.version)).scalar()
         current = row or 0

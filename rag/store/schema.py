@@ -1,12 +1,13 @@
-"""SQL schema: the source of truth for documents, chunks (with their vectors) and ingestion runs.
+"""SQL schema: the source of truth for documents, chunks (with their vectors), the change log and ingestion runs.
 
-Vectors are stored beside each chunk so a FAISS index can always be rebuilt, re-typed or repaired from SQL
-without re-embedding; FAISS is only a search structure that follows this data.
+Vectors are stored beside each chunk (float16: half the bytes of float32, and exactly what the FAISS copy holds)
+so an index can always be rebuilt, re-typed or repaired from SQL without re-embedding. The search indexes (FAISS,
+lexical) only follow this data, through ``index_log``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -24,7 +25,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -43,9 +44,12 @@ class Collection(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     embed_model: Mapped[str] = mapped_column(String(500))
     embed_dim: Mapped[int] = mapped_column(Integer)
-    # Bumped on every committed change, so readers (other threads, processes or replicas) know when their
-    # in-memory FAISS and BM25 structures are stale.
+    # The last change-log sequence number handed out: bumped as the first statement of every write transaction,
+    # which also takes the row's lock, so transactions commit in sequence order (see rag/store/changelog.py).
+    # A reader whose indexes applied this sequence is current.
     generation: Mapped[int] = mapped_column(Integer, default=0)
+    # Log entries up to this sequence have been pruned: an index that applied less must be rebuilt from SQL.
+    log_floor: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -91,9 +95,23 @@ class Chunk(Base):
     start_char: Mapped[int | None] = mapped_column(Integer, nullable=True)
     end_char: Mapped[int | None] = mapped_column(Integer, nullable=True)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, normalised, collection.embed_dim values
+    # Normalised, collection.embed_dim values: float16 (float32 in stores written before schema version 3).
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
 
     document: Mapped[Document] = relationship(back_populates="chunks")
+
+
+class IndexLogEntry(Base):
+    """One write transaction's effect on a collection's indexes: the only way indexes learn about writes."""
+
+    __tablename__ = "index_log"
+    __table_args__ = (UniqueConstraint("collection_id", "seq", name="uq_index_log_seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    added: Mapped[bytes] = mapped_column(LargeBinary)  # int64 chunk ids, little-endian
+    removed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class IngestionRun(Base):

@@ -1,10 +1,10 @@
-"""The store: SQL (truth) plus one FAISS index per collection (search structure), kept consistent.
+"""The store: SQL (the truth) plus the search indexes of each collection (FAISS and lexical), kept consistent.
 
-Every write goes to SQL first, in one transaction (a savepoint per document), and a write that changes vectors
-bumps the collection's ``generation`` once. FAISS follows: the writer updates its in-memory index and persists it
-periodically; any reader whose index is behind the SQL generation (a restart after a crash, another process,
-another API replica) repairs it from the vectors stored in SQL — adding missing ids and dropping ids SQL no longer
-has. Search results are always re-read from SQL, so an answer never cites a chunk that does not exist.
+Every write runs in one SQL transaction that takes the collection's next change-log sequence first and appends
+what it did to the chunks (ids added, ids removed) to the log before it commits (``rag/store/changelog.py``).
+Indexes learn about writes only from that log — in this process right after the commit, in any other process
+(another API replica, the CLI) at its next query or follower tick — see ``rag/store/indexes.py``. Search
+results are always re-read from SQL, so an answer never cites a chunk that does not exist.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import shutil
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,7 +24,10 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from rag.settings import Settings
+from rag.store import changelog
 from rag.store.database import open_engine, session_factory
+from rag.store.indexes import Indexes, encode_vector
+from rag.store.lexical import LexicalIndex
 from rag.store.schema import Chunk, Collection, Document, IngestionRun, utcnow
 from rag.store.vectors import VectorIndex
 from rag.types import DocumentInfo
@@ -58,11 +59,10 @@ class ChunkRecord:
 
 @dataclass
 class Changes:
-    """What one write transaction did to the vectors: FAISS applies it right after the SQL commit."""
+    """What one write transaction did to the chunks: appended to the change log in that transaction."""
 
     removed: list[int] = field(default_factory=list)
     added_ids: list[int] = field(default_factory=list)
-    added_vectors: list[np.ndarray] = field(default_factory=list)
 
 
 @dataclass
@@ -83,10 +83,6 @@ def _slug(name: str) -> str:
     return f"{tail}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-def _vector_bytes(vec: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vec, dtype=np.float32).tobytes()
-
-
 class Store:
     """SQL + FAISS for all collections of one data directory (or one shared database)."""
 
@@ -94,10 +90,10 @@ class Store:
         self.settings = settings
         self.engine = open_engine(settings.sql_url)
         self.sessions = session_factory(self.engine)
-        self._indexes: dict[str, VectorIndex] = {}
-        self._lock = threading.RLock()
+        self.indexes = Indexes(settings, self.sessions, self.index_path)
 
     def close(self) -> None:
+        self.indexes.save_all()
         self.engine.dispose()
 
     # --- collections -----------------------------------------------------------------------------
@@ -144,86 +140,57 @@ class Store:
         with self.sessions.begin() as s:
             s.execute(delete(Chunk).where(Chunk.collection_id == coll.id))
             s.execute(delete(Document).where(Document.collection_id == coll.id))
-            s.execute(delete(Collection).where(Collection.id == coll.id))
-        with self._lock:
-            self._indexes.pop(name, None)
-        # By path, not only when loaded here: a collection created again under this name starts at generation 0,
-        # which an index file left behind could claim to match.
-        faiss_path = self.index_path(coll, ".faiss")
-        for path in (faiss_path, faiss_path.with_suffix(".json")):
-            path.unlink(missing_ok=True)
-        shutil.rmtree(self.index_path(coll, ".bm25"), ignore_errors=True)
+            s.execute(delete(Collection).where(Collection.id == coll.id))  # its log goes with it (cascade)
+        self.indexes.forget(coll)
 
     def index_path(self, coll: Collection, suffix: str) -> Path:
-        """Where a search structure of ``coll`` is kept: ``.faiss`` (vectors) or ``.bm25`` (lexical, a folder)."""
+        """Where a search structure of ``coll`` is kept: ``.faiss`` (vectors) or ``.lexical`` (a folder)."""
         return self.settings.data_dir / "indexes" / f"{_slug(coll.name)}__{_slug(coll.embed_model)}{suffix}"
-
-    @staticmethod
-    def _bump_generation(s: Session, collection_id: int) -> None:
-        s.execute(update(Collection).where(Collection.id == collection_id).values(generation=Collection.generation + 1))
 
     def generation(self, collection_id: int) -> int:
         with self.session() as s:
             return int(s.scalar(select(Collection.generation).where(Collection.id == collection_id)) or 0)
 
-    # --- FAISS following SQL -------------------------------------------------------------------------
+    # --- writes and the indexes that follow them -----------------------------------------------------
     def index(self, coll: Collection, *, generation: int | None = None) -> VectorIndex:
-        """The collection's FAISS index, repaired from SQL if it is behind.
+        """The collection's FAISS index, caught up with the change log to ``generation`` (read here if not given;
+        a query passes the one it read with the collection row)."""
+        return self.indexes.vectors(coll, self.generation(coll.id) if generation is None else generation)
 
-        ``generation``: the collection's generation when the caller has just read it (a query reads the collection
-        row anyway), which spares a SQL round trip; otherwise it is read here.
+    def lexical(self, coll: Collection, *, generation: int | None = None, wait: bool = False) -> LexicalIndex:
+        """The collection's lexical index: current with ``wait``, otherwise possibly one catch-up behind."""
+        generation = self.generation(coll.id) if generation is None else generation
+        return self.indexes.lexical(coll, generation, wait=wait)
+
+    def write(self, coll: Collection, work: Callable[[Session, Changes], T], *, follow: bool = True) -> T:
+        """Run ``work`` in one SQL transaction that also appends its chunk changes to the change log.
+
+        The sequence is taken first (see :mod:`rag.store.changelog`), which begins the transaction with a write:
+        on SQLite that takes the write lock up front, so the savepoints of the work nest inside one transaction
+        instead of committing on their own. After the commit this process's FAISS index catches up (the cost of
+        the change) and, with ``follow``, the lexical index too (a bulk writer defers that to :meth:`follow`).
         """
-        with self._lock:
-            index = self._indexes.get(coll.name)
-            if index is None:
-                index = VectorIndex(self.index_path(coll, ".faiss"), coll.embed_model, coll.embed_dim)
-                self._indexes[coll.name] = index
-        if generation is None:
-            generation = self.generation(coll.id)
-        if index.generation != generation:
-            self._repair(coll, index, generation)
-        return index
-
-    def write(self, coll: Collection, work: Callable[[Session, Changes], T]) -> T:
-        """Run ``work`` in one SQL transaction, then apply its vector changes to FAISS.
-
-        Both happen under the index lock, so a reader never sees (or repairs from) SQL rows that the writer
-        is about to add to FAISS itself; the index then reflects exactly the new SQL generation.
-        """
-        index = self.index(coll)
-        with index._lock:
-            changes = Changes()
-            with self.sessions.begin() as s:
-                result = work(s, changes)
-                if changes.removed or changes.added_ids:
-                    # Once per transaction, not per document: readers only need to see that the vectors changed.
-                    self._bump_generation(s, coll.id)
-            index.remove(changes.removed)
-            if changes.added_ids:
-                index.add(np.asarray(changes.added_ids, dtype=np.int64), np.vstack(changes.added_vectors))
-            index.generation = self.generation(coll.id)
+        changes = Changes()
+        with self.sessions.begin() as s:
+            seq = changelog.begin_write(s, coll.id)
+            result = work(s, changes)
+            changelog.append(s, coll.id, seq, changes.added_ids, changes.removed)
+        self.indexes.vectors(coll, seq)
+        if follow:
+            self.indexes.lexical(coll, seq, wait=True)
         return result
 
-    def _repair(self, coll: Collection, index: VectorIndex, generation: int) -> None:
-        with index._lock:
-            if index.generation == generation:
-                return
-            with self.session() as s:
-                sql_ids = np.fromiter(s.scalars(select(Chunk.id).where(Chunk.collection_id == coll.id)), dtype=np.int64)
-                have = index.ids()
-                missing = np.setdiff1d(sql_ids, have, assume_unique=True)
-                extra = np.setdiff1d(have, sql_ids, assume_unique=True)
-                if len(extra):
-                    index.remove(extra)
-                for start in range(0, len(missing), 5000):
-                    part = missing[start : start + 5000].tolist()
-                    rows = s.execute(select(Chunk.id, Chunk.embedding).where(Chunk.id.in_(part))).all()
-                    vecs = np.vstack([np.frombuffer(r.embedding, dtype=np.float32) for r in rows])
-                    index.add(np.array([r.id for r in rows], dtype=np.int64), vecs)
-            if len(missing) or len(extra):
-                log.info("index of '%s' repaired from SQL: +%d -%d vectors", coll.name, len(missing), len(extra))
-            index.generation = generation
-            index.save()
+    def follow(self, coll: Collection) -> None:
+        """Bring both indexes of ``coll`` up to the latest write and persist FAISS (the end of an ingestion)."""
+        generation = self.generation(coll.id)
+        self.indexes.vectors(coll, generation)
+        self.indexes.lexical(coll, generation, wait=True)
+        self.indexes.save(coll)
+
+    def prune_log(self, coll: Collection) -> int:
+        """Drop change-log entries past retention (``Settings.log_retention_hours``)."""
+        with self.sessions.begin() as s:
+            return changelog.prune(s, coll.id, self.settings.log_retention_hours)
 
     # --- documents ---------------------------------------------------------------------------------
     def documents_by_path(self, collection_id: int) -> dict[str, Document]:
@@ -282,7 +249,7 @@ class Store:
                 "start_char": c.start_char,
                 "end_char": c.end_char,
                 "meta": c.meta,
-                "embedding": _vector_bytes(c.embedding),
+                "embedding": encode_vector(c.embedding),
             }
             for c in chunks
         ]
@@ -387,22 +354,6 @@ class Store:
             ):
                 out.setdefault(did, []).append(cid)
         return out
-
-    def iter_texts(self, collection_id: int, batch: int = 20000) -> Iterator[tuple[np.ndarray, list[str]]]:
-        """All (ids, texts) of a collection in id order, in batches: the BM25 corpus."""
-        last = -1
-        while True:
-            with self.session() as s:
-                rows = s.execute(
-                    select(Chunk.id, Chunk.text)
-                    .where(Chunk.collection_id == collection_id, Chunk.id > last)
-                    .order_by(Chunk.id)
-                    .limit(batch)
-                ).all()
-            if not rows:
-                return
-            last = rows[-1].id
-            yield np.array([r.id for r in rows], dtype=np.int64), [r.text for r in rows]
 
     # --- ingestion runs ----------------------------------------------------------------------------
     def create_run(self, run_id: str, collection: str, paths: list[str], state: str = "queued") -> None:
