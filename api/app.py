@@ -24,11 +24,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
-from api import errors
+from api import errors, web
 from api.concurrency import gate_for
 from api.jobs import JobManager
 from api.metrics import Metrics, MetricsMiddleware
 from api.openai_compat import router as openai_router
+from api.passages import router as passages_router
 from api.routes import router as v1_router
 from api.schemas import Health
 from api.security import BodyLimitMiddleware, require_api_key
@@ -117,8 +118,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     app.include_router(v1_router)
+    app.include_router(passages_router)
     app.include_router(openai_router)
     _add_operational_routes(app)
+    web.install(app)
     return app
 
 

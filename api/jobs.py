@@ -204,7 +204,7 @@ class JobManager:
             now = time.monotonic()
             if now - last_write >= PROGRESS_INTERVAL_S or done == total:
                 last_write = now
-                store.update_run(job_id, processed=done, total=total)
+                store.update_run(job_id, processed=done, total=total, message=f"last file: {path}")
 
         live = ["running", "cancelling"]
         try:

@@ -1,0 +1,101 @@
+"""Read-only views of stored text for the web page: one passage (a cited chunk, with its page) and a whole document.
+
+Both are built from the chunks in SQL, not from the original file: an upload may be cleaned up, and a server path
+may have moved or changed since it was ingested, while the chunks are exactly what the answers were drawn from.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path
+from pydantic import BaseModel, Field
+
+from api import schemas as S
+from api.deps import get_rag
+from api.security import require_api_key
+from rag.engine import RAG
+from rag.store.store import ChunkRow
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["documents"])
+
+Rag = Annotated[RAG, Depends(get_rag)]
+DocumentId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Document id (from /v1/documents).")]
+ChunkId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Chunk id (a source's chunk_id).")]
+
+
+class Passage(BaseModel):
+    chunk_id: int
+    document_id: int
+    document: str = Field(description="The document's path.")
+    title: str | None
+    kind: str = Field(description="'chunk', or 'summary' for a document summary.")
+    position: int
+    text: str
+    start_char: int | None
+    end_char: int | None
+    page: int | None = Field(description="1-based page of the passage's start, for paged documents (PDF).")
+
+
+class DocumentText(BaseModel):
+    id: int
+    path: str
+    title: str | None
+    text: str = Field(description="The document's passages joined in order, their overlaps removed.")
+    page_starts: list[int] = Field(description="Offsets in the original text where pages 2, 3 ... begin (PDF).")
+
+
+@router.get("/chunks/{chunk_id}", response_model=Passage, responses=S.error_responses(401, 404))
+def passage(chunk_id: ChunkId, rag: Rag) -> dict[str, Any]:
+    """A passage as an answer cites it, with its document's name and page."""
+    row = rag.store.chunk_rows([chunk_id]).get(chunk_id)
+    if row is None:
+        raise KeyError(f"no passage {chunk_id} (its document may have been deleted or re-ingested)")
+    doc = rag.store.find_document(row.document_id)
+    page_starts = list((doc.meta or {}).get("page_starts", [])) if doc is not None else []
+    page = None
+    if page_starts and row.kind == "chunk" and row.start_char is not None:
+        page = bisect_right(page_starts, row.start_char)
+    return {
+        "chunk_id": row.id, "document_id": row.document_id, "document": row.path, "title": row.title,
+        "kind": row.kind, "position": row.position, "text": row.text, "start_char": row.start_char,
+        "end_char": row.end_char, "page": page,
+    }
+
+
+@router.get("/documents/{document_id}/text", response_model=DocumentText, responses=S.error_responses(401, 404))
+def document_text(document_id: DocumentId, rag: Rag) -> dict[str, Any]:
+    """The whole text of a document as it was indexed."""
+    doc = rag.store.find_document(document_id)
+    if doc is None:
+        raise KeyError(f"no document {document_id}")
+    ids = rag.store.chunk_ids_of_documents([document_id]).get(document_id, [])
+    rows = sorted(rag.store.chunk_rows(ids).values(), key=lambda r: r.position)
+    return {
+        "id": doc.id, "path": doc.path, "title": doc.title, "text": stitch(rows),
+        "page_starts": list((doc.meta or {}).get("page_starts", [])),
+    }
+
+
+def stitch(rows: list[ChunkRow]) -> str:
+    """Chunks in order, each overlap with the one before cut using the character offsets.
+
+    The splitter drops the whitespace between chunks, so a gap becomes a paragraph break. A chunk without offsets
+    (its start could not be found in the text) is appended whole: its overlap may then repeat a few words.
+    """
+    parts: list[str] = []
+    covered = 0  # offset in the original text up to which ``parts`` holds it
+    for row in rows:
+        start, end = row.start_char, row.end_char
+        if start is None or end is None:
+            parts.append(("\n\n" if parts else "") + row.text)
+            continue
+        if end <= covered:
+            continue
+        if parts and start < covered:
+            parts.append(row.text[covered - start:])
+        else:
+            parts.append(("\n\n" if parts else "") + row.text)
+        covered = end
+    return "".join(parts)

@@ -1,0 +1,78 @@
+// A cited passage in a dialog (supporting words highlighted), and a document's whole text on its own screen.
+
+import { api } from "./api.js";
+import { highlighted, supportTerms } from "./highlight.js";
+import { $, describe, fileName } from "./ui.js";
+
+export function initSources() {
+  const dialog = $("passage");
+  $("passage-close").addEventListener("click", () => dialog.close());
+  // Following the link to the whole document leaves the dialog behind.
+  $("passage-document").addEventListener("click", () => dialog.close());
+}
+
+function documentHref(documentId, chunkId) {
+  return `#document/${documentId}/${chunkId}`;
+}
+
+const HINTS = {
+  sentence: "Highlighted: words of the passage that also appear in the sentence citing it.",
+  question: "Highlighted: words of the passage that also appear in the question (the sentence citing it shares none).",
+};
+
+// Open ``source`` (an entry of the answer's ``sources``) as cited by ``answer`` to ``question``. The stored passage
+// is fetched for its page; the text the answer carried is shown at once, and stays if the fetch fails.
+export async function openPassage(source, answer, question) {
+  const dialog = $("passage");
+  const { terms, from } = supportTerms(source.text, answer, source.number, question);
+  $("passage-hint").textContent = HINTS[from];
+  $("passage-title").textContent = `[${source.number}] ${fileName(source.document)}`;
+  $("passage-meta").textContent = source.kind === "summary" ? "Summary of the document" : "";
+  $("passage-text").replaceChildren(highlighted(source.text, terms));
+  $("passage-document").href = documentHref(source.document_id, source.chunk_id);
+  $("passage-document").hidden = false;
+  $("passage-error").hidden = true;
+  if (!dialog.open) dialog.showModal();
+  try {
+    const stored = await api.get(`/v1/chunks/${source.chunk_id}`);
+    const meta = [stored.title, stored.page ? `page ${stored.page}` : "", `passage ${stored.position + 1}`];
+    if (stored.kind === "summary") meta[2] = "summary of the document";
+    $("passage-meta").textContent = meta.filter(Boolean).join(" · ");
+  } catch (error) {
+    $("passage-document").hidden = error.status === 404;
+    $("passage-error").textContent = error.status === 404
+      ? "This passage is no longer stored: its document was deleted or changed since the answer was written."
+      : describe(error);
+    $("passage-error").hidden = false;
+  }
+}
+
+// The document screen (``#document/ID`` or ``#document/ID/CHUNK``): its whole text, the chunk marked if given.
+export async function showDocument(documentId, chunkId) {
+  $("document-title").textContent = "Loading…";
+  $("document-meta").textContent = "";
+  $("document-text").replaceChildren();
+  const doc = await api.get(`/v1/documents/${documentId}/text`);
+  $("document-title").textContent = doc.title || fileName(doc.path);
+  const pages = doc.page_starts.length ? ` · ${doc.page_starts.length} pages` : "";
+  $("document-meta").textContent = `${doc.path}${pages}`;
+  const passage = chunkId ? await passageText(chunkId) : "";
+  const at = passage ? doc.text.indexOf(passage) : -1;
+  if (at < 0) {
+    $("document-text").textContent = doc.text;
+    return;
+  }
+  const mark = document.createElement("mark");
+  mark.textContent = passage;
+  mark.tabIndex = -1;
+  $("document-text").append(doc.text.slice(0, at), mark, doc.text.slice(at + passage.length));
+  mark.scrollIntoView({ block: "center" });
+}
+
+async function passageText(chunkId) {
+  try {
+    return (await api.get(`/v1/chunks/${chunkId}`)).text;
+  } catch {
+    return ""; // the document is still worth showing without its passage marked
+  }
+}
