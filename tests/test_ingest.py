@@ -78,57 +78,53 @@ def test_change_detection_edit_delete_rename(make_rag, tmp_path: Path) -> None:
     assert_consistent(rag)
 
 
-def test_bm25_index_is_saved_and_reused_only_at_its_generation(make_rag, tmp_path: Path) -> None:
-    from rag.retrieval import LexicalIndex
-
+def test_lexical_index_is_shared_by_processes_on_one_data_directory(make_rag, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     _write(docs, GARDEN)
     writer = make_rag()
-    writer.ingest(docs)  # the ingestion builds and saves the BM25 index
+    writer.ingest(docs)  # the ingestion brings the lexical index up to its last commit
     coll = writer.store.collection("default")
-    folder = writer.store.index_path(coll, ".bm25")
-    saved = LexicalIndex.load(folder, coll.id, coll.generation)
-    assert saved is not None and sorted(saved.ids.tolist()) == sorted(assert_consistent(writer))
-    assert LexicalIndex.load(folder, coll.id, coll.generation + 1) is None  # another generation: not used
-    assert LexicalIndex.load(folder, coll.id + 1, coll.generation) is None  # another collection: not used
+    lexical = writer.store.lexical(coll)
+    assert lexical.applied == coll.generation
+    assert sorted(lexical.ids().tolist()) == sorted(assert_consistent(writer))
 
-    reader = make_rag()  # a second process on the same data directory loads it
-    ids, _ = reader.retriever.lexical(reader.store.collection("default")).search("ladybirds aphids", 3, None)
+    reader = make_rag()  # a second process on the same data directory opens the same folder
+    ids, _ = reader.store.lexical(reader.store.collection("default")).search("ladybirds aphids", 3, None)
     assert reader.store.chunk_rows(ids.tolist())[int(ids[0])].path.endswith("pests.html")
 
     (docs / "pests.html").write_text("<p>Slugs eat seedlings at night; beer traps catch them.</p>")
     writer.ingest(docs)
-    hits = reader.retrieve("beer traps for slugs", top_k=1, mode="lexical")  # the reader's index was behind
+    hits = reader.retrieve("beer traps for slugs", top_k=1, mode="lexical")  # picked up from the shared folder
     assert hits and "beer traps" in hits[0].text
 
+    folder = writer.store.index_path(coll, ".lexical")
     writer.store.drop_collection("default")
     assert not folder.exists()
 
 
-def test_a_query_behind_the_writer_is_answered_at_once_and_the_rebuild_runs_behind_it(make_rag, tmp_path: Path) -> None:
-    """Mid-ingestion (the pipeline has committed, nobody has saved BM25 at the new generation) a query must not
-    pay for rebuilding BM25 (~40 s at 100k chunks): the previous index answers and a background thread rebuilds."""
-    from rag.retrieval import LexicalIndex
-
+def test_a_query_behind_another_writer_is_answered_at_once_and_catches_up_behind_it(make_rag, tmp_path: Path) -> None:
+    """Another process (here: another data directory on the same database) commits; a query must not wait for the
+    lexical index to apply it: the previous state answers, a background thread catches up, dense is current."""
     docs = tmp_path / "docs"
     _write(docs, GARDEN)
-    rag = make_rag()
-    rag.ingest(docs)
-    coll = rag.store.collection("default")
-    before = rag.retriever.lexical(coll)
-    assert before.generation == coll.generation
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    reader = make_rag(tmp_path / "reader", database_url=url)
+    writer = make_rag(tmp_path / "writer", database_url=url)
+    writer.ingest(docs)
+    assert reader.retrieve("aphids", top_k=1)[0].document.endswith("pests.html")
 
     (docs / "pests.html").write_text("<p>Slugs eat seedlings at night; beer traps catch them.</p>")
-    rag.pipeline.run([docs], "default")  # what a running ingestion has committed: no BM25 refresh yet
-    coll = rag.store.collection("default")
-    assert coll.generation > before.generation
-    assert rag.retriever.lexical(coll) is before  # answered by the previous index, not rebuilt in this thread
-
-    rag.retriever.refresh("default")  # waits for the background rebuild, then is current
-    after = rag.retriever.lexical(coll)
-    assert after.generation == coll.generation
-    assert LexicalIndex.load(rag.store.index_path(coll, ".bm25"), coll.id, coll.generation) is not None
-    hits = rag.retrieve("beer traps for slugs", top_k=1, mode="lexical")
+    writer.ingest(docs)
+    coll = reader.store.collection("default")
+    behind = reader.store.lexical(coll, generation=coll.generation)
+    assert behind.applied < coll.generation  # answered as it was; the catch-up runs in the background
+    dense = reader.retrieve("beer traps for slugs", top_k=1, mode="dense")
+    assert dense and "beer traps" in dense[0].text  # dense follows the log before it answers
+    deadline = time.monotonic() + 30
+    while reader.store.lexical(coll, generation=coll.generation).applied < coll.generation:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    hits = reader.retrieve("beer traps for slugs", top_k=1, mode="lexical")
     assert hits and "beer traps" in hits[0].text
 
 
