@@ -99,9 +99,10 @@ async def _json_body(request: Request) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc}", "input": {}}]
-        ) from None
+        why = f"JSON decode error: {exc}"
+    except RecursionError:  # e.g. 50,000 '[': the decoder recurses per level
+        why = "JSON nested too deeply"
+    raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": why, "input": {}}])
 
 
 async def _save_uploads(request: Request, settings: Settings) -> tuple[list[str], str, bool | None]:

@@ -8,7 +8,7 @@ dataclasses directly, so the API schema cannot drift from what the engine return
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +16,11 @@ from rag.types import DocumentInfo, Hit, Source, Usage
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 """Collection names double as folder names for uploads, so they are restricted to a safe alphabet."""
-
+NO_NUL = r"^[^\x00]*$"
+"""Text that reaches SQL as a parameter: PostgreSQL refuses a NUL character in a string (a 500, not a 422)."""
+MAX_ID = 2**31 - 1
+"""Ids are 32-bit on PostgreSQL and 64-bit on SQLite; a larger number is an invalid request, not a driver error."""
+DocumentIdValue = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 def NewCollection() -> Any:
@@ -24,7 +28,7 @@ def NewCollection() -> Any:
 
 
 def CollectionRef() -> Any:
-    return Field(default="default", min_length=1, max_length=200, description="Collection to read from.")
+    return Field(default="default", min_length=1, max_length=200, pattern=NO_NUL, description="Collection to read from.")
 
 
 SynthesisMode = Literal["compact", "refine", "tree_summarize"]
@@ -85,8 +89,12 @@ class _Question(_Strict):
     question: str = Field(min_length=1, max_length=8000, description="The question (not empty).")
     top_k: int | None = Field(default=None, ge=1, le=100, description="Passages to retrieve (default: RAG_TOP_K).")
     collection: str = CollectionRef()
-    path_prefix: str | None = Field(default=None, max_length=4096, description="Only documents under this path.")
-    document_ids: list[int] | None = Field(default=None, max_length=1000, description="Only these documents.")
+    path_prefix: str | None = Field(
+        default=None, max_length=4096, pattern=NO_NUL, description="Only documents under this path."
+    )
+    document_ids: list[DocumentIdValue] | None = Field(
+        default=None, max_length=1000, description="Only these documents."
+    )
 
 
 class QueryRequest(_Question):

@@ -3,17 +3,27 @@
 Paths are stored absolute and resolved, so the same file ingested from another working directory is the
 same document. A ``.ragignore`` file in a walked folder adds fnmatch patterns (one per line, ``#`` comments)
 for that folder and below.
+
+Nothing here may block or fail the whole run because of one path: a FIFO, socket or device is passed on as a
+file and refused by :func:`content_hash` without being opened for a blocking read (so it is reported as skipped,
+with what it is), and a path the operating system cannot even examine (too long, no permission) is passed on
+too, so the per-file step reports the system's reason while the other paths are ingested.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.readers import open_regular
+
 HASH_BLOCK = 1 << 20
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
 
 @dataclass
@@ -34,10 +44,22 @@ def _ignored(name: str, patterns: list[str]) -> bool:
 
 def _read_ignore_file(folder: Path) -> list[str]:
     f = folder / ".ragignore"
-    if not f.is_file():
+    try:
+        if not f.is_file():
+            return []
+        lines = (line.strip() for line in f.read_text(errors="replace").splitlines())
+    except OSError:  # unreadable (or a path too long to open): the folder is walked without it
         return []
-    lines = (line.strip() for line in f.read_text(errors="replace").splitlines())
     return [line.rstrip("/") for line in lines if line and not line.startswith("#")]
+
+
+def _is_link(path: Path) -> bool:
+    """Whether ``path`` is a symlink (not followed); one that cannot be examined is not, so the file step
+    reports the reason."""
+    try:
+        return stat.S_ISLNK(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def discover(paths: list[str | Path], ignore_patterns: list[str], is_supported) -> Discovered:  # noqa: ANN001
@@ -49,10 +71,16 @@ def discover(paths: list[str | Path], ignore_patterns: list[str], is_supported) 
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw).expanduser().resolve()
-        if not path.exists():
-            missing.append(path)
+        try:
+            is_dir = stat.S_ISDIR(path.stat().st_mode)
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                missing.append(path)
+            elif path not in seen:  # e.g. a name too long to look up: reported with its reason by the file step
+                seen.add(path)
+                files.append(path)
             continue
-        if path.is_file():
+        if not is_dir:
             if path not in seen:
                 seen.add(path)
                 (files if is_supported(path) else unsupported).append(path)
@@ -69,7 +97,7 @@ def discover(paths: list[str | Path], ignore_patterns: list[str], is_supported) 
                 if _ignored(name, patterns) or name == ".ragignore":
                     continue
                 file = here / name
-                if file.is_symlink() or file in seen:
+                if _is_link(file) or file in seen:
                     continue
                 seen.add(file)
                 (files if is_supported(file) else unsupported).append(file)
@@ -77,9 +105,12 @@ def discover(paths: list[str | Path], ignore_patterns: list[str], is_supported) 
 
 
 def content_hash(path: Path) -> str:
-    """sha256 of the file's bytes, read in blocks so a huge file costs no memory."""
+    """sha256 of the file's bytes, read in blocks so a huge file costs no memory.
+
+    Raises ``ingest.readers.ReadError`` for anything but a regular file (a FIFO would block the read for ever).
+    """
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while block := fh.read(HASH_BLOCK):
             h.update(block)
     return h.hexdigest()

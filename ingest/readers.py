@@ -2,8 +2,10 @@
 
 Every reader returns a :class:`ParsedDocument` or raises :class:`ReadError` with a sentence a person can act on;
 the pipeline records that sentence against the file and goes on with the rest, so no parser exception may escape
-(only ``KeyboardInterrupt``, ``SystemExit`` and ``MemoryError`` do). Files are size-checked from ``stat`` before a
-byte is read and never read past ``max_bytes``; zip-based formats are also checked for what they expand to.
+(only ``KeyboardInterrupt``, ``SystemExit``, ``MemoryError`` and :class:`ReadCancelled` do). Files are size-checked
+from ``stat`` before a byte is read and never read past ``max_bytes``; zip-based formats are also checked for what
+they expand to. Parsers check a deadline (and a cancel callback) between units of work (pages, paragraphs, rows,
+slides), so one hostile file costs at most ``timeout_s`` and a cancel is seen within one unit.
 
 Text is normalised the same way for every type (see :func:`normalise_text`) so chunk offsets, hashes and BM25
 tokens do not depend on which parser produced them.
@@ -17,8 +19,10 @@ import importlib.util
 import io
 import logging
 import posixpath
+import os
 import re
 import stat
+import time
 import unicodedata
 import warnings
 import zipfile
@@ -34,6 +38,8 @@ from bs4 import BeautifulSoup, CData, NavigableString
 from charset_normalizer import from_bytes
 from lxml import etree
 
+from rag.settings import Settings
+
 log = logging.getLogger(__name__)
 
 # --- public API -----------------------------------------------------------------------------------------------
@@ -41,6 +47,34 @@ log = logging.getLogger(__name__)
 
 class ReadError(Exception):
     """A file could not be turned into text; ``str(exc)`` is a human sentence saying why."""
+
+
+class ReadCancelled(Exception):
+    """The caller's ``should_cancel`` said stop while a file was being parsed. Not a ReadError: the file is not at
+    fault and must not be recorded as failed."""
+
+
+DEFAULT_MAX_EXPANDED_BYTES = int(Settings.model_fields["max_expanded_mb"].default * 2**20)
+DEFAULT_TIMEOUT_S: float = Settings.model_fields["parse_timeout_s"].default
+
+
+class _Work:
+    """The budget of one parse: the size limits, a deadline and the cancel callback. Parsers call :meth:`check`
+    between units of work; it costs a clock read, so they may call it per paragraph."""
+
+    def __init__(self, max_bytes: int, max_expanded_bytes: int, timeout_s: float,
+                 should_cancel: Callable[[], bool] | None) -> None:
+        self.max_bytes = max_bytes
+        self.max_expanded_bytes = max_expanded_bytes
+        self.timeout_s = timeout_s
+        self.deadline = time.monotonic() + timeout_s
+        self.should_cancel = should_cancel
+
+    def check(self) -> None:
+        if self.should_cancel is not None and self.should_cancel():
+            raise ReadCancelled("cancelled while parsing")
+        if time.monotonic() > self.deadline:
+            raise ReadError(f"parsing took longer than {self.timeout_s:g} s (RAG_PARSE_TIMEOUT_S), so the file is skipped")
 
 
 @dataclass
@@ -82,19 +116,29 @@ def doc_type_for(path: str | Path) -> str | None:
     return _SUFFIX_TYPES.get(Path(path).suffix.lower())
 
 
-def read_document(path: Path, max_bytes: int) -> ParsedDocument:
-    """Parse one file. Raises ReadError (never anything else but KeyboardInterrupt/SystemExit/MemoryError)."""
+def read_document(
+    path: Path,
+    max_bytes: int,
+    *,
+    max_expanded_bytes: int = DEFAULT_MAX_EXPANDED_BYTES,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    should_cancel: Callable[[], bool] | None = None,
+) -> ParsedDocument:
+    """Parse one file within ``max_bytes`` on disk, ``max_expanded_bytes`` unzipped and ``timeout_s`` of parsing.
+
+    Raises ReadError, or ReadCancelled when ``should_cancel`` returns True (never anything else but
+    KeyboardInterrupt/SystemExit/MemoryError).
+    """
     path = Path(path)
     doc_type = doc_type_for(path)
     if doc_type is None:
         raise ReadError(f"unsupported file type {path.suffix or '(no suffix)'!r}")
+    work = _Work(max_bytes, max_expanded_bytes, timeout_s, should_cancel)
     try:
         data = _read_bounded(path, max_bytes)
         with _warnings_to_debug():
-            text, title, metadata = _PARSERS[doc_type](data, max_bytes)
-    except ReadError:
-        raise
-    except MemoryError:
+            text, title, metadata = _PARSERS[doc_type](data, work)
+    except (ReadError, ReadCancelled, MemoryError):
         raise
     except Exception as exc:  # any parser bug or malformed input: report it, never crash the ingestion run
         detail = str(exc).strip() or type(exc).__name__
@@ -146,17 +190,42 @@ def _clean_title(title: str | None) -> str | None:
 # --- bytes in -------------------------------------------------------------------------------------------------
 
 
+_FILE_KINDS = {stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link"}
+
+
+def open_regular(path: Path) -> io.BufferedReader:
+    """Open a file for reading only if it is a regular file, else ReadError naming what it is.
+
+    Opening a FIFO for reading blocks until a writer appears (for ever, in an ingestion job), and opening a device
+    can have effects; so the type is checked with ``stat`` before opening, then again on the open descriptor
+    (opened non-blocking: a FIFO swapped in between cannot block either).
+    """
+    _require_regular(os.stat(path).st_mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        _require_regular(os.fstat(fd).st_mode)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _require_regular(mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise ReadError(f"not a regular file: it is {_FILE_KINDS.get(stat.S_IFMT(mode), 'a special file')}")
+
+
 def _read_bounded(path: Path, max_bytes: int) -> bytes:
     """Read a regular file, refusing from stat (before reading) anything over max_bytes."""
     try:
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode):
-            raise ReadError("not a regular file")
-        if st.st_size > max_bytes:
-            raise ReadError(f"file is {st.st_size:,} bytes, over the {max_bytes:,}-byte limit")
-        if st.st_size == 0:
-            raise ReadError("empty document")
-        with path.open("rb") as fh:
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                raise ReadError(f"file is {size:,} bytes, over the {max_bytes:,}-byte limit")
+            if size == 0:
+                raise ReadError("empty document")
             data = fh.read(max_bytes + 1)
     except OSError as exc:
         raise ReadError(f"cannot read file: {exc.strerror or exc}") from exc
@@ -222,15 +291,17 @@ def _decode_unmarked(data: bytes, declared: str | None) -> tuple[str, str]:
     return str(best), best.encoding
 
 
-def _check_zip(data: bytes, max_bytes: int) -> None:
-    """Refuse zip containers (docx, pptx, xlsx, odt, epub) that expand far beyond the size limit (zip bombs).
+def _check_zip(data: bytes, work: _Work) -> None:
+    """Refuse zip containers (docx, pptx, xlsx, odt, epub) that expand beyond ``max_expanded_bytes`` or 20x the
+    file size limit (zip bombs): their XML is parsed whole, so what they expand to is what parsing costs.
 
     zipfile never inflates a member past its declared size, so the central directory's sizes are a real bound.
     """
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         expanded = sum(info.file_size for info in zf.infolist())
-    if expanded > 20 * max_bytes:
-        raise ReadError(f"archive expands to {expanded:,} bytes, over 20x the {max_bytes:,}-byte limit")
+    limit = min(20 * work.max_bytes, work.max_expanded_bytes)
+    if expanded > limit:
+        raise ReadError(f"archive expands to {expanded:,} bytes, over the {limit:,}-byte limit (RAG_MAX_EXPANDED_MB)")
 
 
 class _ToDebug(logging.Handler):
@@ -258,12 +329,12 @@ def _warnings_to_debug() -> Iterator[None]:
         log.debug("parser warning: %s", item.message)
 
 
-# --- parsers: (data, max_bytes) -> (text, title, metadata) ----------------------------------------------------
+# --- parsers: (data, work) -> (text, title, metadata) ---------------------------------------------------------
 
 Parsed = tuple[str, str | None, dict[str, Any]]
 
 
-def _parse_text(data: bytes, _max: int) -> Parsed:
+def _parse_text(data: bytes, _work: _Work) -> Parsed:
     text, encoding = _decode(data)
     return text, None, {"encoding": encoding}
 
@@ -272,7 +343,7 @@ _ATX_H1 = re.compile(r"^#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"^[ \t]{0,3}(```|~~~)")
 
 
-def _parse_markdown(data: bytes, _max: int) -> Parsed:
+def _parse_markdown(data: bytes, _work: _Work) -> Parsed:
     """Markdown stays markdown (headings help the chunker); the title is front-matter title or first H1."""
     text, encoding = _decode(data)
     return text, _markdown_title(text), {"encoding": encoding}
@@ -331,7 +402,7 @@ def _declared_charset(data: bytes) -> str | None:
     return None if name.startswith(("utf-16", "utf-32")) else name  # a BOM-less "utf-16" label is a lie
 
 
-def _parse_html(data: bytes, _max: int) -> Parsed:
+def _parse_html(data: bytes, _work: _Work) -> Parsed:
     text, encoding = _decode(data, _declared_charset(data))
     body, title = _html_to_text(text)
     return body, title, {"encoding": encoding}
@@ -389,15 +460,15 @@ Microsoft 10-Qs (2 MB) hold one array of 100k-1M elements. 2M elements is about 
 worst, and files over ``RAG_MAX_FILE_MB`` never reach the parser."""
 
 
-def _parse_pdf(data: bytes, _max: int) -> Parsed:
+def _parse_pdf(data: bytes, work: _Work) -> Parsed:
     """Text per page, pages joined by paragraph breaks; ``page_starts[i]`` is the offset of page i+1's text."""
     from pypdf import apply_configuration
 
     with apply_configuration(array_maximum_element_count=PDF_MAX_ARRAY_ELEMENTS):  # per thread (a ContextVar)
-        return _read_pdf(data)
+        return _read_pdf(data, work)
 
 
-def _read_pdf(data: bytes) -> Parsed:
+def _read_pdf(data: bytes, work: _Work) -> Parsed:
     from pypdf import PasswordType, PdfReader
     from pypdf.errors import DependencyError
 
@@ -412,6 +483,7 @@ def _read_pdf(data: bytes) -> Parsed:
     starts: list[int] = []
     offset, failures = 0, []
     for number, page in enumerate(reader.pages, 1):
+        work.check()
         starts.append(offset)
         try:
             page_text = normalise_text(page.extract_text() or "")
@@ -437,39 +509,67 @@ def _read_pdf(data: bytes) -> Parsed:
     return text, title if isinstance(title, str) else None, metadata
 
 
-def _parse_docx(data: bytes, max_bytes: int) -> Parsed:
-    """Body paragraphs and tables in document order (headers, footers and text boxes are not read)."""
+def _parse_docx(data: bytes, work: _Work) -> Parsed:
+    """Body paragraphs and tables in document order (headers, footers and text boxes are not read).
+
+    Linear in the document: python-docx's ``paragraph.style`` searches every style for each paragraph, and its
+    ``row.cells`` walks up a vertically merged cell row by row, both quadratic on a hostile file (a 94 KB docx
+    took over 15 CPU-minutes); the title paragraph is found with one XPath query and tables are walked here.
+    """
     import docx
     from docx.table import Table
 
-    _check_zip(data, max_bytes)
+    _check_zip(data, work)
     document = docx.Document(io.BytesIO(data))
     blocks: list[str] = []
-    title = document.core_properties.title or None
     for item in document.iter_inner_content():
-        if isinstance(item, Table):
-            blocks.append(_docx_table(item))
-        else:
-            blocks.append(item.text)
-            if title is None and item.style is not None and item.style.name == "Title":
-                title = item.text
+        work.check()
+        blocks.append(_docx_table(item, work) if isinstance(item, Table) else item.text)
+    title = document.core_properties.title or _docx_styled_title(document)
     return "\n\n".join(blocks), title, {}
 
 
-def _docx_table(table: Any) -> str:
+def _docx_styled_title(document: Any) -> str | None:
+    """The text of the first body paragraph in a paragraph style named "Title" (paragraphs name styles by id)."""
+    from docx.enum.style import WD_STYLE_TYPE
+    from docx.oxml.ns import nsmap
+    from docx.text.paragraph import Paragraph
+
+    body = document.element.body
+    for style in document.styles.element.style_lst:
+        if style.type == WD_STYLE_TYPE.PARAGRAPH and style.name_val == "Title" and style.styleId:
+            found = etree._Element.xpath(  # lxml's own: python-docx's override takes no variables
+                body, "./w:p[w:pPr/w:pStyle/@w:val = $id][1]", namespaces={"w": nsmap["w"]}, id=style.styleId
+            )
+            if found:
+                return Paragraph(found[0], document).text
+    return None
+
+
+def _docx_table(table: Any, work: _Work) -> str:
+    """One line per row, cells ' | '-separated. A horizontally merged cell counts once; a vertically merged one
+    repeats its first row's text (kept per grid column, so no walk back up the table)."""
+    from docx.table import _Cell
+
     rows = []
-    for row in table.rows:
-        cells, seen = [], set()
-        for cell in row.cells:  # a merged cell is returned once per grid column it spans
-            if id(cell._tc) not in seen:
-                seen.add(id(cell._tc))
-                cells.append(" ".join(cell.text.split()))
+    above: dict[int, str] = {}  # grid column -> text of the cell that starts a vertical merge there
+    for tr in table._tbl.tr_lst:
+        work.check()
+        cells, column = [], tr.grid_before
+        for tc in tr.tc_lst:
+            if tc.vMerge == "continue":
+                text = above.get(column, "")
+            else:
+                text = " ".join(_Cell(tc, table).text.split())
+                above[column] = text
+            cells.append(text)
+            column += tc.grid_span
         if any(cells):
             rows.append(" | ".join(cells))
     return "\n".join(rows)
 
 
-def _parse_pptx(data: bytes, max_bytes: int) -> Parsed:
+def _parse_pptx(data: bytes, work: _Work) -> Parsed:
     """Per slide: text frames (groups included), tables, then speaker notes."""
     from pptx import Presentation
     from pptx.shapes.group import GroupShape
@@ -481,10 +581,11 @@ def _parse_pptx(data: bytes, max_bytes: int) -> Parsed:
             else:
                 yield shape
 
-    _check_zip(data, max_bytes)
+    _check_zip(data, work)
     deck = Presentation(io.BytesIO(data))
     slides, title = [], deck.core_properties.title or None
     for slide in deck.slides:
+        work.check()
         parts = []
         for shape in shapes_of(slide.shapes):
             if shape.has_text_frame:
@@ -500,17 +601,18 @@ def _parse_pptx(data: bytes, max_bytes: int) -> Parsed:
     return "\n\n".join(slides), title, {"slides": len(slides)}
 
 
-def _parse_xlsx(data: bytes, max_bytes: int) -> Parsed:
+def _parse_xlsx(data: bytes, work: _Work) -> Parsed:
     """Each sheet: its name, then one line per non-empty row with cells ' | '-separated (cached values)."""
     from openpyxl import load_workbook
 
-    _check_zip(data, max_bytes)
+    _check_zip(data, work)
     book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     try:
         sheets = []
         for sheet in book.worksheets:
             rows = []
             for row in sheet.iter_rows(values_only=True):
+                work.check()
                 cells = ["" if value is None else " ".join(str(value).split()) for value in row]
                 while cells and not cells[-1]:
                     cells.pop()
@@ -527,16 +629,20 @@ _ODF_TEXT = "urn:oasis:names:tc:opendocument:xmlns:text:1.0"
 _XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
 
-def _parse_odt(data: bytes, max_bytes: int) -> Parsed:
+def _parse_odt(data: bytes, work: _Work) -> Parsed:
     """OpenDocument text: headings and paragraphs from content.xml (lists and table cells included)."""
-    _check_zip(data, max_bytes)
+    _check_zip(data, work)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         content = etree.fromstring(zf.read("content.xml"), _XML_PARSER)
         title = None
         if "meta.xml" in zf.namelist():
             title = etree.fromstring(zf.read("meta.xml"), _XML_PARSER).findtext(".//{*}title")
     blocks = [f"{{{_ODF_TEXT}}}p", f"{{{_ODF_TEXT}}}h"]
-    paragraphs = [_odf_inline(el) for el in content.iter(*blocks) if next(el.iterancestors(*blocks), None) is None]
+    paragraphs = []
+    for element in content.iter(*blocks):
+        work.check()
+        if next(element.iterancestors(*blocks), None) is None:
+            paragraphs.append(_odf_inline(element))
     return "\n\n".join(paragraphs), title, {}
 
 
@@ -556,9 +662,9 @@ def _odf_inline(element: Any) -> str:
     return "".join(parts)
 
 
-def _parse_epub(data: bytes, max_bytes: int) -> Parsed:
+def _parse_epub(data: bytes, work: _Work) -> Parsed:
     """EPUB: the XHTML documents of the spine, in reading order, each read as HTML."""
-    _check_zip(data, max_bytes)
+    _check_zip(data, work)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         container = etree.fromstring(zf.read("META-INF/container.xml"), _XML_PARSER)
         rootfile = container.find(".//{*}rootfile")
@@ -570,6 +676,7 @@ def _parse_epub(data: bytes, max_bytes: int) -> Parsed:
         names = set(zf.namelist())
         chapters = []
         for ref in package.iter("{*}itemref"):
+            work.check()
             item = manifest.get(ref.get("idref"))
             if item is None or "html" not in (item.get("media-type") or "") or not item.get("href"):
                 continue
@@ -583,7 +690,7 @@ def _parse_epub(data: bytes, max_bytes: int) -> Parsed:
     return "\n\n".join(chapters), title, {"chapters": len(chapters)}
 
 
-def _parse_eml(data: bytes, _max: int) -> Parsed:
+def _parse_eml(data: bytes, _work: _Work) -> Parsed:
     """An e-mail: the main headers, then the plain-text body (or the HTML body as text); attachments skipped."""
     message = BytesParser(policy=email.policy.default).parsebytes(data)
     headers = {name: str(message[name]) for name in ("Subject", "From", "To", "Date") if message[name]}
@@ -597,7 +704,7 @@ def _parse_eml(data: bytes, _max: int) -> Parsed:
     return f"{head}\n\n{body}", headers.get("Subject"), metadata
 
 
-def _parse_rtf(data: bytes, _max: int) -> Parsed:
+def _parse_rtf(data: bytes, _work: _Work) -> Parsed:
     from striprtf.striprtf import rtf_to_text
 
     match = re.search(rb"\\ansicpg(\d+)", data[:4096])
@@ -613,7 +720,7 @@ def _parse_rtf(data: bytes, _max: int) -> Parsed:
     )
 
 
-_PARSERS: dict[str, Callable[[bytes, int], Parsed]] = {
+_PARSERS: dict[str, Callable[[bytes, _Work], Parsed]] = {
     "txt": _parse_text, "rst": _parse_text, "org": _parse_text, "csv": _parse_text, "json": _parse_text,
     "md": _parse_markdown, "html": _parse_html, "pdf": _parse_pdf, "docx": _parse_docx, "pptx": _parse_pptx,
     "xlsx": _parse_xlsx, "odt": _parse_odt, "epub": _parse_epub, "eml": _parse_eml, "rtf": _parse_rtf,

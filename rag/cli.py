@@ -2,20 +2,59 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
 
-app = typer.Typer(help="Retrieval-augmented question answering over your own documents.", no_args_is_help=True)
+from rag.settings import Settings, describe_settings_error
+
+if TYPE_CHECKING:
+    from rag.engine import RAG
+
+log = logging.getLogger(__name__)
 console = Console()
 err = Console(stderr=True)
+
+
+def _say_error(message: str) -> None:
+    """One line on stderr, never wrapped at the terminal's width: scripts and people grep it."""
+    err.print(f"error: {message}", soft_wrap=True, markup=False, highlight=False)
+
+
+def _environment_failure(exc: OSError | DBAPIError) -> str:
+    """The one-line reason for a failure of the machine rather than of the code: a full or read-only disk,
+    missing permissions, a database that cannot be written (a bug keeps its traceback)."""
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    reason = str(exc.orig).strip()
+    return f"the database failed: {reason.splitlines()[0] if reason else type(exc.orig).__name__}"
+
+
+class _App(typer.Typer):
+    """The typer app, whose failures of the environment end in one line on stderr (exit 1), not a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except (OSError, DBAPIError) as exc:
+            log.info("details of the failure", exc_info=exc)  # shown with --verbose
+            _say_error(_environment_failure(exc))
+            raise SystemExit(1) from None
+
+
+app = _App(help="Retrieval-augmented question answering over your own documents.", no_args_is_help=True)
 
 DataDir = Annotated[
     Optional[Path], typer.Option("--data-dir", "-d", help="Data directory (env RAG_DATA_DIR).", show_default=False)
@@ -24,11 +63,23 @@ CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="Collecti
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _rag(data_dir: Path | None, **overrides):  # noqa: ANN202 - returns rag.RAG
+def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
+    """Settings from the environment and the options; a bad value ends the command in one line naming it."""
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    try:
+        return Settings(**overrides)
+    except (ValidationError, SettingsError) as exc:
+        _say_error(describe_settings_error(exc))
+        raise typer.Exit(2) from None
+
+
+def _rag(data_dir: Path | None, **overrides: Any) -> RAG:
+    settings = _settings(data_dir, **overrides)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from rag.engine import RAG
 
-    return RAG(data_dir, **overrides)
+    return RAG(settings=settings)
 
 
 def _progress() -> Progress:
@@ -200,10 +251,20 @@ def serve(
     import uvicorn
 
     from api.app import create_app
-    from rag.settings import Settings
 
-    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+    settings = _settings(data_dir)
+    if not settings.api_keys and not _is_loopback(host):
+        log.warning("serving on %s without API keys: anyone who can reach this address can read, add and delete "
+                    "documents; set RAG_API_KEYS (one key or a comma-separated list)", host)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (a name other than localhost may resolve anywhere)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
 
 
 if __name__ == "__main__":

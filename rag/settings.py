@@ -7,19 +7,40 @@ constants around.
 
 from __future__ import annotations
 
+import json
+import re
+import typing
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 DEFAULT_DATA_DIR = Path(".rag-data")
+ENV_PREFIX = "RAG_"
+
+
+def split_list(value: Any) -> Any:
+    """A list setting as a person types it: ``a``, ``a,b`` (spaces around commas ignored) or a JSON list.
+
+    Anything that is not a string (a list passed in code) is left for pydantic to check.
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"starts with '[' but is not a JSON list ({exc})") from None
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 class Settings(BaseSettings):
     """Service configuration; construct with keyword overrides or let the environment fill it."""
 
-    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # --- storage ---------------------------------------------------------------------------------
     data_dir: Path = DEFAULT_DATA_DIR
@@ -54,9 +75,17 @@ class Settings(BaseSettings):
 
     # --- ingestion -------------------------------------------------------------------------------
     max_file_mb: float = Field(default=25.0, gt=0, description="Files above this size are skipped, not read.")
-    ignore_patterns: list[str] = Field(
+    ignore_patterns: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [".*", "__pycache__", "node_modules", "*.pyc", "*~", "*.tmp"],
         description="fnmatch patterns matched against each path component; a .ragignore file adds more.",
+    )
+    max_expanded_mb: float = Field(
+        default=100.0, gt=0, description="Zip-based files (docx, pptx, xlsx, odt, epub) whose members add up to more "
+        "than this are skipped: their XML is parsed whole, and a small file can expand to gigabytes of it.",
+    )
+    parse_timeout_s: float = Field(
+        default=120.0, gt=0, description="A file whose parsing takes longer is skipped, so one hostile file cannot "
+        "hold an ingestion job (and every job queued behind it) for hours.",
     )
     summarize: bool = Field(default=False, description="Write LLM summaries during ingestion.")
     index_save_interval_s: float = Field(
@@ -109,15 +138,22 @@ class Settings(BaseSettings):
     )
 
     # --- API -------------------------------------------------------------------------------------
-    allowed_roots: list[Path] = Field(default_factory=list, description="Server paths ingestion jobs may read.")
-    api_keys: list[str] = Field(default_factory=list, description="Bearer keys; empty disables auth.")
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Server paths ingestion jobs may read."
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Bearer keys; empty disables auth.")
     max_upload_mb: float = 50.0
     max_request_kb: float = 256.0
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     job_heartbeat_s: float = Field(
         default=10.0, gt=0, description="How often a server marks its ingestion jobs alive; a job silent for three "
         "times this belongs to a dead process and is marked interrupted by any server on the same database."
     )
+
+    @field_validator("ignore_patterns", "allowed_roots", "api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _list_from_text(cls, value: Any) -> Any:
+        return split_list(value)
 
     @field_validator("data_dir", "models_dir", mode="after")
     @classmethod
@@ -135,3 +171,46 @@ class Settings(BaseSettings):
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def max_expanded_bytes(self) -> int:
+        return int(self.max_expanded_mb * 1024 * 1024)
+
+
+def _expected_form(annotation: Any) -> str:
+    """What a value of this type looks like in an environment variable, in words."""
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin is Annotated:
+        return _expected_form(args[0])
+    if origin is list:
+        return "a value or a comma-separated list (a JSON list also works)"
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if args and origin is not None:  # X | None
+        return _expected_form(args[0])
+    words = {bool: "true or false", int: "a whole number", float: "a number", Path: "a path", str: "text"}
+    return words.get(annotation, "a valid value")
+
+
+def _field_line(name: str, problem: str) -> str:
+    field: FieldInfo | None = Settings.model_fields.get(name)
+    if field is None:
+        return f"{name}: {problem}"
+    limits = [f"{word} {getattr(m, attr)}" for m in field.metadata
+              for attr, word in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")) if hasattr(m, attr)]
+    expected = _expected_form(field.annotation) + (f" {' and '.join(limits)}" if limits else "")
+    return f"{ENV_PREFIX}{name.upper()}: {problem}; expected {expected}"
+
+
+def describe_settings_error(exc: ValidationError | SettingsError) -> str:
+    """One line naming each bad variable and the form it expects; never the value (it may be a key)."""
+    if isinstance(exc, ValidationError):
+        lines = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err.get("loc") else "settings"
+            problem = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            lines.append(_field_line(name, problem))
+        return "invalid setting " + "; ".join(dict.fromkeys(lines))
+    match = re.search(r'field "([^"]+)"', str(exc))
+    return "invalid setting " + _field_line(match.group(1) if match else "settings", "cannot be parsed")
