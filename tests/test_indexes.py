@@ -30,7 +30,7 @@ def _store(data: Path, **overrides) -> Store:
     return Store(Settings(data_dir=data, **overrides))
 
 
-def _coll(store: Store):  # noqa: ANN202 - rag.store.schema.Collection
+def _coll(store: Store):
     return store.collection("default", model="test-model", dim=DIM)
 
 
@@ -42,7 +42,7 @@ def _put(store: Store, doc: int, rng: np.random.Generator, chunks: int = 5) -> N
     words = random.Random(int(rng.integers(1 << 30)))
     records = [ChunkRecord(i, " ".join(words.choices(WORDS, k=30)), 30, vecs[i]) for i in range(chunks)]
 
-    def work(s, changes) -> None:  # noqa: ANN001
+    def work(s, changes) -> None:
         _, old, new = store.replace_document(
             s, coll, path=f"/docs/{doc}.txt", content_hash=str(rng.integers(1 << 30)), size=1, mtime=0.0,
             doc_type="txt", title=None, meta={}, chunks=records, summary_pending=False,
@@ -59,7 +59,7 @@ def _delete(store: Store, doc: int) -> None:
     if found is None:
         return
 
-    def work(s, changes) -> None:  # noqa: ANN001
+    def work(s, changes) -> None:
         changes.removed.extend(store.remove_documents(s, [found.id]))
 
     store.write(coll, work)
@@ -201,7 +201,7 @@ def test_a_process_killed_after_its_commits_is_caught_up_from_the_log(tmp_path: 
         _put(store, doc, rng)
     store.close()  # index files saved at this sequence
     script = _KILLED_WRITER.format(repo=str(REPO), tests=str(REPO / "tests"), data=str(data))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120)
     assert "committed" in proc.stdout and proc.returncode == -9, proc.stderr
 
     reopened = _store(data)

@@ -24,6 +24,8 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,14 +84,20 @@ def _ivf(vectors: np.ndarray, config: AnnConfig) -> faiss.Index:
     )
     rng = np.random.default_rng(0)
     sample = vectors[rng.choice(len(vectors), size=min(len(vectors), 40 * nlist), replace=False)]
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(os.cpu_count() or 1)  # training is a batch job: use the cores, then give them back
-    try:
-        index.train(np.ascontiguousarray(sample, dtype=np.float32))
-    finally:
-        faiss.omp_set_num_threads(threads)
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
     index.set_direct_map_type(faiss.DirectMap.Hashtable)
     return index
+
+
+@contextmanager
+def _all_cores() -> Iterator[None]:
+    """Training and bulk adds are batch jobs: they may use every core, then give them back to the queries."""
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(threads)
 
 
 class VectorIndex:
@@ -185,12 +193,13 @@ class VectorIndex:
         index.path, index.model, index.dim, index.config = path, model, dim, config
         index.lock = threading.RLock()
         index._saved = (-1, 0.0)
-        if len(ids) >= config.threshold:
-            index._index, index.trained_for = _ivf(vectors, config), len(ids)
-        else:
-            index._index, index.trained_for = _flat(dim), 0
         index.applied = -1
-        index.apply(np.zeros(0, np.int64), ids, vectors, seq)
+        with _all_cores():
+            if len(ids) >= config.threshold:
+                index._index, index.trained_for = _ivf(vectors, config), len(ids)
+            else:
+                index._index, index.trained_for = _flat(dim), 0
+            index.apply(np.zeros(0, np.int64), ids, vectors, seq)
         return index
 
     def wants_retraining(self) -> bool:
