@@ -93,3 +93,35 @@ def test_postgres_writer_lock_spans_hosts(pg_url: str, tmp_path: Path) -> None:
     finally:
         host_a.close()
         host_b.close()
+
+
+_OPEN_STORE = (
+    "import sys; sys.path.insert(0, {repo!r}); from rag import Settings; from rag.store.store import Store; "
+    "Store(Settings(data_dir={data!r}, database_url={url!r})).close()"
+)
+
+
+def _open_at_once(data: Path, url: str | None, n: int = 4) -> None:
+    """``n`` processes create the same new store at the same moment (replicas started together)."""
+    import subprocess
+    import sys
+
+    repo = str(Path(__file__).resolve().parents[1])
+    script = _OPEN_STORE.format(repo=repo, data=str(data), url=url)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * n, "\n".join(errors)
+    store = Store(Settings(data_dir=data, database_url=url))
+    try:
+        with store.engine.connect() as conn:
+            assert conn.execute(select(SchemaVersion.version)).scalars().all() == [len(MIGRATIONS)]
+    finally:
+        store.close()
+
+
+def test_processes_creating_one_sqlite_store_at_once_all_start(tmp_path: Path) -> None:
+    _open_at_once(tmp_path / "data", None)
+
+
+def test_processes_creating_one_postgres_store_at_once_all_start(pg_url: str, tmp_path: Path) -> None:
+    _open_at_once(tmp_path / "data", pg_url)
