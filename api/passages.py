@@ -22,7 +22,7 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=[
 
 Rag = Annotated[RAG, Depends(get_rag)]
 DocumentId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Document id (from /v1/documents).")]
-ChunkId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Chunk id (a source's chunk_id).")]
+ChunkId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Chunk id (a source's chunk_id).")]
 
 
 class Passage(BaseModel):
@@ -43,7 +43,7 @@ class DocumentText(BaseModel):
     path: str
     title: str | None
     text: str = Field(description="The document's passages joined in order, their overlaps removed.")
-    page_starts: list[int] = Field(description="Offsets in the original text where pages 2, 3 ... begin (PDF).")
+    page_starts: list[int] = Field(description="Where each page begins in the parsed text (PDF; else empty).")
 
 
 @router.get("/chunks/{chunk_id}", response_model=Passage, responses=S.error_responses(401, 404))
@@ -54,9 +54,7 @@ def passage(chunk_id: ChunkId, rag: Rag) -> dict[str, Any]:
         raise KeyError(f"no passage {chunk_id} (its document may have been deleted or re-ingested)")
     doc = rag.store.find_document(row.document_id)
     page_starts = list((doc.meta or {}).get("page_starts", [])) if doc is not None else []
-    page = None
-    if page_starts and row.kind == "chunk" and row.start_char is not None:
-        page = bisect_right(page_starts, row.start_char)
+    page = page_of(page_starts, row.start_char) if row.kind == "chunk" else None
     return {
         "chunk_id": row.id, "document_id": row.document_id, "document": row.path, "title": row.title,
         "kind": row.kind, "position": row.position, "text": row.text, "start_char": row.start_char,
@@ -76,6 +74,14 @@ def document_text(document_id: DocumentId, rag: Rag) -> dict[str, Any]:
         "id": doc.id, "path": doc.path, "title": doc.title, "text": stitch(rows),
         "page_starts": list((doc.meta or {}).get("page_starts", [])),
     }
+
+
+def page_of(page_starts: list[int], offset: int | None) -> int | None:
+    """The 1-based page holding ``offset``; a page without text starts where the next one does, so the last page
+    starting at or before the offset is the one."""
+    if not page_starts or offset is None:
+        return None
+    return bisect_right(page_starts, offset)
 
 
 def stitch(rows: list[ChunkRow]) -> str:

@@ -35,8 +35,8 @@ UPLOADS = {
     "trains.txt": "The Shinkansen is a network of high-speed railway lines in Japan. Its trains reach 320 km/h and the "
     "first line opened in 1964 between Tokyo and Osaka.",
 }
-FOLDER_DOC = ("cheese.txt", "Parmigiano Reggiano is a hard cheese from northern Italy, aged for at least twelve "
-              "months and made from raw cow's milk.")
+FOLDER_DOC = ("cheese.txt", ("Parmigiano Reggiano is a hard cheese from northern Italy, aged for at least twelve "
+                            "months and made from raw cow's milk."))
 TRAINS_QUESTION = "How fast do the Shinkansen trains in Japan go?"
 SLOW = 180_000  # ms: model loads and ingestion on a shared 2-core CPU
 
@@ -171,6 +171,44 @@ def test_page_and_assets_need_no_key_but_the_api_does(server: ApiServer) -> None
     assert httpx.get(f"{server.url}/v1/nope").json()["error"]  # unknown API paths still answer the API's JSON
 
 
+def test_passage_and_document_text_routes(server: ApiServer, uploaded: Any) -> None:
+    """The two read-only routes the page adds: a cited passage with its page, and a document's text."""
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}) as client:
+        doc = next(d for d in client.get("/v1/documents").json()["documents"] if d["path"].endswith("trains.txt"))
+        text = client.get(f"/v1/documents/{doc['id']}/text").json()
+        assert text["text"] == UPLOADS["trains.txt"] and text["page_starts"] == []
+        hit = client.post("/v1/retrieve", json={"question": "Shinkansen", "top_k": 1}).json()["hits"][0]
+        passage = client.get(f"/v1/chunks/{hit['chunk_id']}").json()
+        assert passage["document_id"] == doc["id"] and passage["page"] is None and "Shinkansen" in passage["text"]
+        assert client.get("/v1/chunks/2147483647").status_code == 404
+        assert client.get("/v1/documents/2147483647/text").status_code == 404
+        assert client.get("/v1/chunks/0").status_code == 422
+    assert httpx.get(f"{server.url}/v1/documents/{doc['id']}/text").status_code == 401
+
+
+def test_page_of_an_offset() -> None:
+    from api.passages import page_of
+
+    starts = [0, 17, 17, 40]  # page 2 has no text
+    assert [page_of(starts, o) for o in (0, 16, 17, 39, 40, 99)] == [1, 1, 3, 3, 4, 4]
+    assert page_of([], 5) is None and page_of(starts, None) is None
+
+
+def test_stitch_cuts_the_overlap_between_chunks() -> None:
+    from api.passages import stitch
+    from rag.store.store import ChunkRow
+
+    text = "Alpha beta gamma. Delta epsilon zeta. Eta theta iota."
+
+    def row(position: int, start: int | None, end: int) -> ChunkRow:
+        return ChunkRow(position, 1, "x.txt", None, "chunk", position, text[start or 0:end], start, end)
+
+    assert stitch([row(0, 0, 37), row(1, 18, 53)]) == text  # "Delta epsilon zeta." is in both
+    assert stitch([row(0, 0, 17), row(1, 18, 53)]) == "Alpha beta gamma.\n\nDelta epsilon zeta. Eta theta iota."
+    assert stitch([row(0, 0, 53), row(1, 18, 37)]) == text  # a chunk inside the one before adds nothing
+    assert stitch([row(0, 0, 17), row(1, None, 53)]).count("Alpha") == 2  # no offsets: appended whole
+
+
 def test_upload_three_files_and_watch_the_job(session: Session, uploaded: Any, shots: Path) -> None:
     page = session.page
     expect(uploaded.locator(".job-count")).to_have_text("3 of 3 files")
@@ -190,7 +228,7 @@ def test_an_api_error_is_shown_in_plain_words(session: Session, root: Path, uplo
     page.get_by_label("Or a folder on the server").fill("/etc")
     page.get_by_role("button", name="Ingest folder").click()
     banner = page.get_by_role("alert").filter(has_text="could not be ingested")
-    expect(banner).to_contain_text("Not allowed. Path '/etc' is outside the allowed roots.")
+    expect(banner.locator("p")).to_have_text("The folder could not be ingested. Path '/etc' is outside the allowed roots.")
     page.screenshot(path=shots / "web-error.png")
     page.get_by_role("button", name="Dismiss").click()
     expect(banner).to_be_hidden()
@@ -281,7 +319,9 @@ def test_a_wrong_key_is_refused_and_nothing_is_shown(browser: Any, server: ApiSe
     page.goto("/")
     page.get_by_label("API key", exact=True).fill("not-the-key")
     page.get_by_role("button", name="Use this key").click()
-    expect(page.locator("#key-error")).to_have_text("The server refused this key. Check it and try again.")
+    refused = page.get_by_role("alert").filter(has_text="refused")
+    expect(refused).to_be_visible()
+    expect(refused).to_have_text("The server refused this key. Check it and try again.")
     expect(page.get_by_role("navigation", name="Sections")).to_be_hidden()
     assert page.locator(".doc, .turn, .job").count() == 0
     assert page.evaluate("sessionStorage.length + localStorage.length") == 0  # a refused key is not kept

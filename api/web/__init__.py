@@ -28,6 +28,7 @@ def install(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"})
+        headers = {"Content-Security-Policy": CSP, "Cache-Control": "no-cache"}
+        return FileResponse(STATIC / "index.html", headers=headers)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

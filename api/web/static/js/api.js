@@ -44,11 +44,13 @@ const LEADS = {
   503: "The server is not ready; try again shortly.",
 };
 
+// The server's own message when it sent one (they are written for people), else a sentence for the status.
 function plainWords(status, message) {
-  const lead = LEADS[status] || (status >= 500 ? "The server failed." : `The server answered ${status}.`);
-  if (status === 401 || !message) return lead;
-  const detail = message.charAt(0).toUpperCase() + message.slice(1);
-  return `${lead} ${detail}${/[.!?)]$/.test(detail) ? "" : "."}`;
+  if (status === 401 || !message) {
+    return LEADS[status] || (status >= 500 ? "The server failed." : `The server answered ${status}.`);
+  }
+  const sentence = message.charAt(0).toUpperCase() + message.slice(1);
+  return /[.!?)]$/.test(sentence) ? sentence : `${sentence}.`;
 }
 
 async function errorOf(response) {

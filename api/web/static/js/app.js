@@ -70,7 +70,7 @@ function lock(reason) {
   $("forget-key").hidden = true;
   clearError();
   show("key-view");
-  $("key-error").textContent = reason;
+  $("key-error").textContent = hadKey ? reason : ""; // a first visit without a key has nothing to apologise for
   $("key-error").hidden = !(hadKey && reason);
   $("key-input").focus();
 }
@@ -104,7 +104,9 @@ async function boot() {
     await unlock();
   } catch (error) {
     $("loading").replaceChildren(describe(error), " ",
-      el("button", { type: "button", className: "secondary", textContent: "Try again", onclick: () => location.reload() }));
+      el("button", {
+        type: "button", className: "secondary", textContent: "Try again", onclick: () => location.reload(),
+      }));
   }
 }
 

@@ -96,14 +96,18 @@ function renderAnswer(answer, answerText, turn) {
   answerText.replaceChildren(...linkCitations(turn, byNumber));
   if (sources.length) {
     answer.append(el("p", { className: "sources-title", textContent: "Sources" }),
-      el("ol", { className: "sources" }, sources.map((s) => el("li", {},
-        citeButton(s, turn), " ", el("span", { className: "source-name", textContent: fileName(s.document) }),
-        el("span", { className: "source-snippet", textContent: ` ${s.text.slice(0, 140)}…` })))));
+      el("ol", { className: "sources" }, sources.map((source) => sourceItem(source, turn))));
   }
   answer.append(el("p", {
     className: "meta",
     textContent: `${usage.completion_tokens} tokens written · ${usage.chunks_used} passages read`,
   }));
+}
+
+function sourceItem(source, turn) {
+  const name = fileName(source.document) + (source.kind === "summary" ? " (summary)" : "");
+  return el("li", {}, citeButton(source, turn), " ", el("span", { className: "source-name", textContent: name }),
+    el("span", { className: "source-snippet", textContent: ` ${source.text.slice(0, 140)}…` }));
 }
 
 function citeButton(source, turn) {

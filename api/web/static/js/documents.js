@@ -137,7 +137,9 @@ function renderJob(card, job) {
     const took = job.message ? ` (${job.message})` : ""; // a finished job's message is its duration
     parts.push(el("p", { className: "meta", textContent: `${summaryOf(job.counts)}${took}` }));
   }
-  else if (FINISHED.has(job.state) && job.message) parts.push(el("p", { className: "error", textContent: job.message }));
+  else if (FINISHED.has(job.state) && job.message) {
+    parts.push(el("p", { className: "error", textContent: job.message }));
+  }
   if (job.errors.length) {
     parts.push(el("ul", { className: "failures" }, job.errors.map((e) =>
       el("li", {}, el("strong", { textContent: fileName(e.path) }), `: ${e.error || e.status}`))));
@@ -171,7 +173,8 @@ export async function loadDocuments() {
 }
 
 function documentCard(doc) {
-  const name = doc.title && doc.title !== fileName(doc.path) ? `${doc.title} (${fileName(doc.path)})` : fileName(doc.path);
+  const file = fileName(doc.path);
+  const name = doc.title && doc.title !== file ? `${doc.title} (${file})` : file;
   const facts = [
     ["State", doc.status],
     ["Collection", doc.collection],
@@ -193,7 +196,9 @@ function documentCard(doc) {
 }
 
 function summaryOfDocument(doc) {
-  if (doc.summary) return el("p", { className: "summary", textContent: doc.summary });
+  if (doc.summary) {
+    return el("p", { className: "summary" }, el("span", { className: "label", textContent: "Summary" }), doc.summary);
+  }
   if (doc.summary_state === "pending") return el("p", { className: "meta", textContent: "Summary being written…" });
   if (doc.summary_state === "failed") {
     return el("p", { className: "error", textContent: `The summary failed: ${doc.summary_error || "unknown reason"}` });
@@ -203,7 +208,7 @@ function summaryOfDocument(doc) {
 
 async function deleteDocument(doc, name) {
   const sure = await confirmAction(`Delete ${name}?`,
-    `Its ${plural(doc.chunks, "passage")} leave the index: answers will no longer use or cite it. ` +
+    `It leaves the index (${plural(doc.chunks, "passage")}): answers will no longer use or cite it. ` +
     "The file itself is not touched.", "Delete");
   if (!sure) return;
   try {

@@ -2,8 +2,9 @@
 //
 // No span verification exists yet (nothing checks which words of a passage support a claim), so this is a stand-in:
 // the words of the passage that also occur in the answer's sentence(s) citing it are highlighted, ignoring stop
-// words; when that sentence shares no word with the passage ("The source of the answer is [1]." from a small
-// model), the question's words are used instead. It shows where the overlap is; it does not prove support.
+// words. A citing sentence often shares few words with its passage ("The source is [1]." from a small model), so
+// words shared only with the question are highlighted too, more lightly. This shows where the overlap is; it does
+// not prove that the passage supports the sentence.
 
 const STOP_WORDS = new Set(`a about above after again against all also am an and any are as at be because been before
 being below between both but by can could did do does doing down during each few for from further had has have having
@@ -44,41 +45,44 @@ function termsOf(text) {
   return terms;
 }
 
-// The words to highlight in ``passage`` cited as source ``number`` of ``answer`` to ``question``, and where they
-// come from: "sentence" (the citing sentence) or "question" (the fallback).
-export function supportTerms(passage, answer, number, question) {
-  const inPassage = termsOf(passage);
-  const fromSentence = [...termsOf(citingText(answer, number))].filter((t) => inPassage.has(t));
-  if (fromSentence.length) return { terms: new Set(fromSentence), from: "sentence" };
-  return { terms: termsOf(question), from: "question" };
+// What supports the citation of source ``number`` in ``answer`` to ``question``: the terms of the citing sentence,
+// and (the fallback, shown lighter) those of the question.
+export function supportTerms(answer, number, question) {
+  return { sentence: termsOf(citingText(answer, number)), question: termsOf(question) };
 }
 
-// The passage as text nodes, with runs of supporting words (and the spaces between them) inside <mark>.
-export function highlighted(passage, terms) {
+// The passage as text nodes, each run of supporting words (and the spaces between them) inside one <mark>:
+// plain for words of the citing sentence, class "question" for words only the question shares.
+export function highlighted(passage, { sentence, question }) {
   const fragment = document.createDocumentFragment();
   let cursor = 0;
-  let run = null; // [start, end] of the current run of marked words
+  let run = null; // { start, end, kind } of the current run of marked words
   const flushRun = () => {
     if (!run) return;
-    fragment.append(passage.slice(cursor, run[0]));
+    fragment.append(passage.slice(cursor, run.start));
     const mark = document.createElement("mark");
-    mark.textContent = passage.slice(run[0], run[1]);
+    if (run.kind === "question") mark.className = "question";
+    mark.textContent = passage.slice(run.start, run.end);
     fragment.append(mark);
-    cursor = run[1];
+    cursor = run.end;
     run = null;
   };
+  const marked = { sentence: 0, question: 0 };
   for (const match of passage.matchAll(WORD)) {
+    if (!isTerm(match[0])) continue;
+    const term = stem(match[0]);
+    const kind = sentence.has(term) ? "sentence" : question.has(term) ? "question" : null;
+    if (!kind) continue;
+    marked[kind] += 1;
     const start = match.index;
     const end = start + match[0].length;
-    if (isTerm(match[0]) && terms.has(stem(match[0]))) {
-      if (run && /^[\s,;:-]*$/.test(passage.slice(run[1], start))) run[1] = end;
-      else {
-        flushRun();
-        run = [start, end];
-      }
+    if (run && run.kind === kind && /^[\s,;:-]*$/.test(passage.slice(run.end, start))) run.end = end;
+    else {
+      flushRun();
+      run = { start, end, kind };
     }
   }
   flushRun();
   fragment.append(passage.slice(cursor));
-  return fragment;
+  return { fragment, marked };
 }

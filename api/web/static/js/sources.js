@@ -2,7 +2,7 @@
 
 import { api } from "./api.js";
 import { highlighted, supportTerms } from "./highlight.js";
-import { $, describe, fileName } from "./ui.js";
+import { $, describe, el, fileName } from "./ui.js";
 
 export function initSources() {
   const dialog = $("passage");
@@ -11,24 +11,31 @@ export function initSources() {
   $("passage-document").addEventListener("click", () => dialog.close());
 }
 
+// The legend of the highlights actually shown.
+function hint(marked) {
+  if (!marked.sentence && !marked.question) {
+    return ["No word of this passage appears in the sentence citing it or in the question."];
+  }
+  const parts = ["Highlighted: "];
+  if (marked.sentence) parts.push(el("mark", { textContent: "words also in the sentence citing it" }));
+  if (marked.sentence && marked.question) parts.push(", ");
+  if (marked.question) parts.push(el("mark", { className: "question", textContent: "words also in the question" }));
+  return parts;
+}
+
 function documentHref(documentId, chunkId) {
   return `#document/${documentId}/${chunkId}`;
 }
-
-const HINTS = {
-  sentence: "Highlighted: words of the passage that also appear in the sentence citing it.",
-  question: "Highlighted: words of the passage that also appear in the question (the sentence citing it shares none).",
-};
 
 // Open ``source`` (an entry of the answer's ``sources``) as cited by ``answer`` to ``question``. The stored passage
 // is fetched for its page; the text the answer carried is shown at once, and stays if the fetch fails.
 export async function openPassage(source, answer, question) {
   const dialog = $("passage");
-  const { terms, from } = supportTerms(source.text, answer, source.number, question);
-  $("passage-hint").textContent = HINTS[from];
+  const { fragment, marked } = highlighted(source.text, supportTerms(answer, source.number, question));
+  $("passage-text").replaceChildren(fragment);
+  $("passage-hint").replaceChildren(...hint(marked));
   $("passage-title").textContent = `[${source.number}] ${fileName(source.document)}`;
   $("passage-meta").textContent = source.kind === "summary" ? "Summary of the document" : "";
-  $("passage-text").replaceChildren(highlighted(source.text, terms));
   $("passage-document").href = documentHref(source.document_id, source.chunk_id);
   $("passage-document").hidden = false;
   $("passage-error").hidden = true;
