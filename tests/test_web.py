@@ -228,7 +228,8 @@ def test_an_api_error_is_shown_in_plain_words(session: Session, root: Path, uplo
     page.get_by_label("Or a folder on the server").fill("/etc")
     page.get_by_role("button", name="Ingest folder").click()
     banner = page.get_by_role("alert").filter(has_text="could not be ingested")
-    expect(banner.locator("p")).to_have_text("The folder could not be ingested. Path '/etc' is outside the allowed roots.")
+    expect(banner.locator("p")).to_have_text(
+        "The folder could not be ingested. Path '/etc' is outside the allowed roots.")
     page.screenshot(path=shots / "web-error.png")
     page.get_by_role("button", name="Dismiss").click()
     expect(banner).to_be_hidden()
