@@ -305,3 +305,26 @@ def test_postgres_store(pg_url: str, make_rag, tmp_path: Path) -> None:
     assert rag.ingest(docs).unchanged == 3
     assert rag.retrieve("aphids", top_k=1)[0].document.endswith("pests.html")
     assert_consistent(rag)
+
+
+def test_a_delete_does_not_wait_for_a_running_ingestion(make_rag, tmp_path: Path) -> None:
+    """A delete is one short transaction ordered by the change log: it must not queue behind the ingestion's
+    collection lock (which once froze API threads for a whole job)."""
+    docs, more = tmp_path / "docs", tmp_path / "more"
+    _write(docs, GARDEN)
+    _write(more, {f"m{i:03d}.txt": f"Document {i}. " + " ".join(f"word{i}_{j}" for j in range(200)) for i in range(40)})
+    rag = make_rag(embed_batch_size=4)
+    rag.ingest(docs)
+    started = threading.Event()
+    job = threading.Thread(target=lambda: rag.ingest(more, progress=lambda *_: started.set()))
+    job.start()
+    assert started.wait(120)
+    t = time.monotonic()
+    removed = rag.delete(str(docs / "pests.html"))
+    took = time.monotonic() - t
+    still_running = job.is_alive()
+    job.join()
+    assert removed > 0 and still_running, "the ingestion ended before the delete could overlap it"
+    assert took < 10, f"the delete waited {took:.1f}s"
+    assert all(not h.document.endswith("pests.html") for h in rag.retrieve("aphids ladybirds", top_k=5))
+    assert_consistent(rag)
