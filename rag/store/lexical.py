@@ -187,8 +187,13 @@ class LexicalIndex:
             query = tantivy.Query.boolean_query(clauses, 1)
         else:
             query = tantivy.Query.boolean_query(clauses)
-        hits = searcher.search(query, k, count=False).hits
+        try:
+            hits = searcher.search(query, k, count=False).hits
+            ids = searcher.fast_field_values("chunk_id", [addr for _, addr in hits]) if hits else []
+        except (OSError, ValueError) as exc:  # a segment damaged on disk: answer without it, rebuild at next use
+            log.warning("lexical index at %s is unreadable (%s); it will be rebuilt from SQL", self.folder, exc)
+            self._index, self._searcher, self.applied = None, None, -1
+            return empty
         if not hits:
             return empty
-        ids = searcher.fast_field_values("chunk_id", [addr for _, addr in hits])
         return np.asarray(ids, dtype=np.int64), np.asarray([score for score, _ in hits], dtype=np.float32)
