@@ -9,6 +9,9 @@ Why this shape:
   flag on every file and SQL at most once a second, so a cancel sent to any replica reaches the worker.
 - Progress is written at most twice a second: a job over 10,000 small files must not be 10,000 UPDATEs.
 - Two jobs on one collection serialise inside the engine (one writer per collection); queries never wait.
+- With ``RAG_BROKER_URL`` set, a job is planned here and executed as per-file tasks by ``rag worker`` processes
+  (``ingest/queue.py``); this manager then only submits, reports and cancels (tasks of a cancelled job are
+  acknowledged without work).
 - Each server beats a heartbeat into its unfinished jobs and sweeps for jobs whose heartbeat stopped: those belong
   to a process that died (a job can only run where it was queued), so they are marked interrupted, by whichever
   replica sees it first, while the jobs of live replicas are left alone.
@@ -21,12 +24,11 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from api.errors import APIError
-from rag.store.schema import IngestionRun, utcnow
+from rag.store.schema import utcnow
 
 if TYPE_CHECKING:
     from api.metrics import Metrics
@@ -39,28 +41,6 @@ STALE_HEARTBEATS = 3
 """Missed heartbeats after which a job's process is taken for dead."""
 PROGRESS_INTERVAL_S = 0.5
 REMOTE_CANCEL_POLL_S = 1.0
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def run_to_dict(run: IngestionRun) -> dict[str, Any]:
-    """The public shape of a job (``api.schemas.Job``)."""
-    return {
-        "job_id": run.id,
-        "state": run.state,
-        "collection": run.collection,
-        "paths": list(run.paths or []),
-        "total": run.total or 0,
-        "processed": run.processed or 0,
-        "counts": dict(run.counts or {}),
-        "errors": list(run.errors or []),
-        "message": run.message,
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
-    }
 
 
 class _Cancel:
@@ -104,6 +84,8 @@ class JobManager:
     def submit(self, paths: list[str], collection: str, summarize: bool | None = None) -> str:
         if self.stopping.is_set():
             raise APIError(503, "the server is shutting down")
+        if self.rag.settings.broker_url:  # workers execute it; this replica only plans and enqueues
+            return self.rag.submit(paths, collection, summarize=summarize)
         job_id = uuid.uuid4().hex
         self.rag.store.create_run(job_id, collection, paths, state="queued")
         cancel = _Cancel(self, job_id)
@@ -114,13 +96,13 @@ class JobManager:
         return job_id
 
     def get(self, job_id: str) -> dict[str, Any]:
-        run = self.rag.store.get_run(job_id)
-        if run is None:
-            raise APIError(404, f"no job {job_id!r}")
-        return run_to_dict(run)
+        try:
+            return self.rag.job(job_id).to_dict()
+        except KeyError:
+            raise APIError(404, f"no job {job_id!r}") from None
 
     def list_jobs(self, limit: int = 50) -> list[dict[str, Any]]:
-        return [run_to_dict(r) for r in self.rag.store.list_runs(limit)]
+        return [self.rag.job(r.id).to_dict() for r in self.rag.store.list_runs(limit)]
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Queued jobs are cancelled at once; running ones stop after the file in hand (any replica's)."""

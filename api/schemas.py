@@ -78,6 +78,8 @@ class Job(BaseModel):
     created_at: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    executor: str = Field(default="thread", description="'thread' (this service) or 'queue' (rag worker tasks).")
+    bytes: int = Field(default=0, description="Bytes of the files ingested so far (queued jobs).")
 
 
 class JobList(BaseModel):

@@ -139,8 +139,31 @@ class IngestPipeline:
 
         return self.store.write(coll, work)
 
+    def plan(self, paths: list[str | Path], collection: str = "default") -> tuple[list[Path], IngestReport]:
+        """The queued form of :meth:`run`: walk and diff, remove the documents of files that are gone, and return
+        the files to visit (each one a task for :meth:`ingest_file`) with the report of what was settled here."""
+        with writer_lock(self.store, collection):
+            coll = self.store.collection(collection, model=self.embedder.name, dim=self.embedder.dim)
+            state = _Run(coll, IngestReport(collection=collection))
+            files, _ = self._walk(state, paths)
+        return files, state.report
+
+    def ingest_file(self, collection: str, path: Path, *, summarize_pending: bool = False) -> FileOutcome:
+        """One file, start to end, committed in its own transaction: the unit of work of a queue worker.
+
+        Idempotent, so a task redelivered after its worker died (before or after the commit) leaves the store as
+        one delivery would: the second visit finds the content hash stored and reports the file unchanged."""
+        coll = self.store.collection(collection, model=self.embedder.name, dim=self.embedder.dim)
+        state = _Run(coll, IngestReport(collection=collection))
+        known = self.store.find_document(str(path), collection)
+        outcome = self._visit(state, path, known, summarize_pending)
+        self._flush(state, summarize_pending)
+        return outcome
+
     # --- the walk ----------------------------------------------------------------------------------
-    def _run(self, state: _Run, paths, progress, should_cancel, summarize_pending) -> None:  # noqa: ANN001
+    def _walk(self, state: _Run, paths: list[str | Path]) -> tuple[list[Path], dict[str, Document]]:
+        """Discover and diff: reports missing and unsupported paths, removes documents whose files are gone;
+        returns the files to visit and the stored documents by path."""
         report = state.report
         found = discover(paths, self.settings.ignore_patterns, lambda p: doc_type_for(p) is not None)
         known = self.store.documents_by_path(state.coll.id)
@@ -159,12 +182,15 @@ class IngestPipeline:
             if path not in present and (path in gone_explicit or any(path.startswith(r) for r in roots))
         ]
         self._remove(state, removed)
+        return found.files, known
 
-        total = len(found.files)
-        for done, path in enumerate(found.files, start=1):
+    def _run(self, state: _Run, paths, progress, should_cancel, summarize_pending) -> None:  # noqa: ANN001
+        files, known = self._walk(state, paths)
+        total = len(files)
+        for done, path in enumerate(files, start=1):
             if should_cancel is not None and should_cancel():
                 raise Cancelled(f"cancelled after {done - 1} of {total} files")
-            report.files.append(self._visit(state, path, known.get(str(path)), summarize_pending))
+            state.report.files.append(self._visit(state, path, known.get(str(path)), summarize_pending))
             if progress is not None:
                 progress(done, total, str(path))
 

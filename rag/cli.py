@@ -7,7 +7,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -57,7 +57,7 @@ class _App(typer.Typer):
 app = _App(help="Retrieval-augmented question answering over your own documents.", no_args_is_help=True)
 
 DataDir = Annotated[
-    Optional[Path], typer.Option("--data-dir", "-d", help="Data directory (env RAG_DATA_DIR).", show_default=False)
+    Path | None, typer.Option("--data-dir", "-d", help="Data directory (env RAG_DATA_DIR).", show_default=False)
 ]
 CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="Collection name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -104,12 +104,17 @@ def ingest(
     data_dir: DataDir = None,
     collection: CollectionOpt = "default",
     summarize: Annotated[
-        Optional[bool], typer.Option("--summarize/--no-summarize", help="Write LLM summaries (default: RAG_SUMMARIZE).")
+        bool | None, typer.Option("--summarize/--no-summarize", help="Write LLM summaries (default: RAG_SUMMARIZE).")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Index new and changed files, skip unchanged ones, drop files gone from the folders."""
+    """Index new and changed files, skip unchanged ones, drop files gone from the folders.
+
+    With RAG_BROKER_URL set, the files become tasks for `rag worker` processes and this command follows the job."""
     rag = _rag(data_dir)
+    if rag.settings.broker_url:
+        _follow_job(rag, rag.submit(paths, collection, summarize=summarize), as_json)
+        return
     with _progress() as bar:
         task = bar.add_task("ingest", total=None, current="")
 
@@ -134,7 +139,7 @@ def search(
     data_dir: DataDir = None,
     collection: CollectionOpt = "default",
     top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
-    path_prefix: Annotated[Optional[str], typer.Option(help="Only documents under this path.")] = None,
+    path_prefix: Annotated[str | None, typer.Option(help="Only documents under this path.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the passages retrieval finds for a question (no LLM)."""
@@ -155,9 +160,9 @@ def ask(
     data_dir: DataDir = None,
     collection: CollectionOpt = "default",
     top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
-    mode: Annotated[Optional[str], typer.Option(help="compact | refine | tree_summarize")] = None,
+    mode: Annotated[str | None, typer.Option(help="compact | refine | tree_summarize")] = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print the answer as it is written.")] = True,
-    llm_model: Annotated[Optional[str], typer.Option("--model", help="LLM (env RAG_LLM_MODEL).")] = None,
+    llm_model: Annotated[str | None, typer.Option("--model", help="LLM (env RAG_LLM_MODEL).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Answer a question from the documents, citing its sources."""
@@ -191,7 +196,7 @@ def ask(
 
 
 @app.command()
-def docs(data_dir: DataDir = None, collection: Annotated[Optional[str], typer.Option("--collection", "-c")] = None, as_json: JsonOpt = False) -> None:
+def docs(data_dir: DataDir = None, collection: Annotated[str | None, typer.Option("--collection", "-c")] = None, as_json: JsonOpt = False) -> None:
     """List documents with their state and summary."""
     infos = _rag(data_dir).documents(collection)
     if as_json:
@@ -232,6 +237,64 @@ def summarize(
             collection, force=force, progress=lambda d, t, p: bar.update(task, completed=d, total=t, current=Path(p).name[-40:])
         )
     console.print(f"summaries: {written} written, {failed} failed")
+
+
+def _follow_job(rag: RAG, job_id: str, as_json: bool) -> None:
+    """Show a queued job's progress until it ends (Ctrl-C stops watching, not the job)."""
+    import time
+
+    finished = ("done", "failed", "cancelled", "interrupted")
+    with _progress() as bar:
+        task = bar.add_task(f"job {job_id[:8]}", total=None, current="")
+        while (job := rag.job(job_id)).state not in finished:
+            last = (job.message or "").removeprefix("last file: ")
+            bar.update(task, completed=job.processed, total=job.total or None, current=Path(last).name[-40:])
+            time.sleep(0.5)
+        bar.update(task, completed=job.processed, total=job.total or job.processed, current="")
+    if as_json:
+        console.print_json(json.dumps(job.to_dict()))
+        return
+    counts = ", ".join(f"{n} {k}" for k, n in job.counts.items())
+    console.print(f"[bold]{job.collection}[/]: job {job.job_id} {job.state}: {counts}")
+    for e in job.errors:
+        console.print(f"  [red]{e.get('status', 'failed')}[/] {e.get('path')}: {e.get('error')}")
+
+
+@app.command()
+def jobs(
+    data_dir: DataDir = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """List ingestion jobs with their progress (in-process, another replica's, or queued on workers)."""
+    rag = _rag(data_dir)
+    infos = [rag.job(r.id) for r in rag.store.list_runs(limit)]
+    if as_json:
+        console.print_json(json.dumps([i.to_dict() for i in infos]))
+        return
+    table = Table("job", "state", "collection", "done", "counts", "where")
+    for i in infos:
+        counts = ", ".join(f"{n} {k}" for k, n in i.counts.items())
+        table.add_row(i.job_id[:12], i.state, i.collection, f"{i.processed}/{i.total}", counts, i.executor)
+    console.print(table)
+
+
+@app.command()
+def worker(
+    data_dir: DataDir = None,
+    threads: Annotated[int | None, typer.Option(help="Tasks at once (default: RAG_WORKER_THREADS).")] = None,
+) -> None:
+    """Execute queued ingestion tasks from RAG_BROKER_URL until stopped (SIGINT / SIGTERM)."""
+    settings = _settings(data_dir)
+    if not settings.broker_url:
+        _say_error("rag worker needs a broker: set RAG_BROKER_URL (amqp://… or redis://…)")
+        raise typer.Exit(2)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if data_dir is not None:  # the worker's engine is built from the environment, like every worker's
+        os.environ["RAG_DATA_DIR"] = str(settings.data_dir)
+    from ingest.queue import run_worker
+
+    run_worker(settings, threads or settings.worker_threads)
 
 
 @app.command()

@@ -14,7 +14,7 @@ from typing import Any
 
 from rag.settings import Settings
 from rag.store.store import Store, StoreError
-from rag.types import Answer, DocumentInfo, Hit, IngestReport
+from rag.types import Answer, DocumentInfo, Hit, IngestReport, JobInfo
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class RAG:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.settings)
         self._parts: dict[str, Any] = {}
-        self._part_locks = {name: threading.Lock() for name in ("embedder", "retriever", "pipeline", "llm")}
+        self._part_locks = {name: threading.Lock() for name in ("embedder", "retriever", "pipeline", "llm", "queue")}
 
     # --- lazily loaded parts -------------------------------------------------------------------------
     def _part(self, name: str, build: Callable[[], Any]) -> Any:
@@ -53,30 +53,59 @@ class RAG:
         return part
 
     @property
-    def embedder(self):  # noqa: ANN201 - rag.models.embedder.Embedder
+    def embedder(self):
         from rag.models.embedder import load_embedder
 
         return self._part("embedder", lambda: load_embedder(self.settings))
 
     @property
-    def retriever(self):  # noqa: ANN201 - rag.retrieval.Retriever
+    def retriever(self):
         from rag.retrieval import Retriever
 
         return self._part("retriever", lambda: Retriever(self.store, self.embedder, self.settings))
 
     @property
-    def pipeline(self):  # noqa: ANN201 - ingest.pipeline.IngestPipeline
+    def pipeline(self):
         from ingest.pipeline import IngestPipeline
 
         return self._part("pipeline", lambda: IngestPipeline(self.store, self.embedder, self.settings))
 
     @property
-    def llm(self):  # noqa: ANN201 - rag.models.llm.LLM
+    def llm(self):
         from rag.models import load_llm
 
         return self._part("llm", lambda: load_llm(self.settings))
 
+    @property
+    def queue(self):
+        from ingest.queue import TaskQueue
+
+        return self._part("queue", lambda: TaskQueue(self.settings))
+
     # --- ingestion ---------------------------------------------------------------------------------
+    def submit(self, paths: str | Path | list[str | Path], collection: str = "default", *,
+               summarize: bool | None = None) -> str:
+        """Queue an ingestion job for ``rag worker`` processes (``RAG_BROKER_URL``); returns the job id.
+
+        The folders are walked and diffed here, files that are gone leave the collection here, and each file to
+        visit becomes one task; :meth:`job` reports progress as workers finish them."""
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        do_summaries = self.settings.summarize if summarize is None else summarize
+        return self.queue.enqueue_job(self, [str(p) for p in paths], collection, do_summaries)
+
+    def job(self, job_id: str) -> JobInfo:
+        """An ingestion job's state and progress, wherever it runs (this process, a replica, workers)."""
+        run = self.store.get_run(job_id)
+        if run is None:
+            raise KeyError(f"no job {job_id!r}")
+        info = JobInfo.of(run)
+        if run.executor == "queue" and run.state not in ("done", "failed", "cancelled", "interrupted"):
+            counts, failures, done_bytes, last = self.store.item_summary(job_id)
+            info.counts, info.errors, info.processed, info.bytes = counts, failures, sum(counts.values()), done_bytes
+            info.message = f"last file: {last}" if last else info.message
+        return info
+
     def ingest(
         self,
         paths: str | Path | list[str | Path],
@@ -219,6 +248,9 @@ class RAG:
         return hits, mode, (abstain(hits, mode, self.settings) if should_abstain(hits, self.settings) else None)
 
     def close(self) -> None:
+        queue = self._parts.get("queue")
+        if queue is not None:
+            queue.close()
         self.store.close()
 
     def __enter__(self) -> RAG:

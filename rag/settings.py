@@ -91,6 +91,20 @@ class Settings(BaseSettings):
     index_save_interval_s: float = Field(
         default=30.0, description="How often a long ingestion persists the FAISS index (SQL commits per document)."
     )
+    broker_url: str | None = Field(
+        default=None, description="amqp://… (RabbitMQ) or redis://…: ingestion jobs become per-file tasks run by "
+        "`rag worker` processes; unset, jobs run inside the process that accepts them.",
+    )
+    queue_name: str = Field(
+        default="rag-ingest", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Broker queue of the ingestion tasks: deployments sharing a broker use different names.",
+    )
+    worker_threads: int = Field(default=1, ge=1, description="Tasks one `rag worker` runs at once.")
+    task_max_retries: int = Field(
+        default=5, ge=0, description="Retries (exponential backoff, 0.5 s to 30 s) of a task that raised, e.g. "
+        "while the database was unreachable; then the file is marked failed and the message dead-lettered.",
+    )
+    task_time_limit_s: float = Field(default=1800.0, gt=0, description="A task running longer is aborted.")
     log_retention_hours: float = Field(
         default=168.0, gt=0, description="Change-log entries older than this are pruned after an ingestion; an index "
         "that has not caught up since then is rebuilt from SQL."

@@ -167,3 +167,38 @@ class Answer:
             "abstained": self.abstained,
             "mode": self.mode,
         }
+
+
+@dataclass
+class JobInfo:
+    """An ingestion job as every face shows it (``rag jobs``, ``GET /v1/jobs/{id}``)."""
+
+    job_id: str
+    state: str
+    collection: str
+    paths: list[str]
+    total: int
+    processed: int
+    counts: dict[str, int]
+    errors: list[dict[str, str]]
+    message: str | None
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    executor: str = "thread"
+    bytes: int = 0
+
+    @classmethod
+    def of(cls, run: Any) -> JobInfo:
+        def iso(value: Any) -> str | None:
+            return value.isoformat() if value else None
+
+        return cls(
+            job_id=run.id, state=run.state, collection=run.collection, paths=list(run.paths or []),
+            total=run.total or 0, processed=run.processed or 0, counts=dict(run.counts or {}),
+            errors=list(run.errors or []), message=run.message, created_at=iso(run.created_at),
+            started_at=iso(run.started_at), finished_at=iso(run.finished_at), executor=run.executor or "thread",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
-from rag.store.schema import Base, IndexLogEntry, SchemaVersion
+from rag.store.schema import Base, IndexLogEntry, IngestionItem, SchemaVersion
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,13 @@ def _v3_change_log(conn: Connection) -> None:
     conn.execute(text("UPDATE collections SET log_floor = generation WHERE log_floor IS NULL"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_run_heartbeat, _v3_change_log]
+def _v4_queued_jobs(conn: Connection) -> None:
+    """Jobs split into per-file tasks on a broker: the executor of each job and one row per file."""
+    _add_column(conn, "ingestion_runs", "executor")
+    IngestionItem.__table__.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_run_heartbeat, _v3_change_log, _v4_queued_jobs]
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -132,3 +132,22 @@ class IngestionRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Touched periodically by the process that owns the job; a live job whose heartbeat stops is interrupted.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # "thread": run by the API process that accepted it; "queue": split into per-file tasks on the broker, owned
+    # by no process (so never swept for a missing heartbeat; redelivery covers a dead worker).
+    executor: Mapped[str | None] = mapped_column(String(10), nullable=True, default="thread")
+
+
+class IngestionItem(Base):
+    """One file of a queued job and what its task did: the job's progress is counted from these rows, and a task
+    that is delivered twice (its worker died after the commit) updates its row instead of counting twice."""
+
+    __tablename__ = "ingestion_items"
+    __table_args__ = (UniqueConstraint("run_id", "path", name="uq_ingestion_item"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("ingestion_runs.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))  # a FileStatus
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    bytes: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

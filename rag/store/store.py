@@ -15,12 +15,11 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from rag.settings import Settings
@@ -28,15 +27,13 @@ from rag.store import changelog
 from rag.store.database import open_engine, session_factory
 from rag.store.indexes import Indexes, encode_vector
 from rag.store.lexical import LexicalIndex
-from rag.store.schema import Chunk, Collection, Document, IngestionRun, utcnow
+from rag.store.runs import RunRecords
+from rag.store.schema import Chunk, Collection, Document, utcnow
 from rag.store.vectors import VectorIndex
 from rag.types import DocumentInfo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-_LIVE_RUN_STATES = ("queued", "running", "cancelling")
 
 
 class StoreError(Exception):
@@ -83,7 +80,7 @@ def _slug(name: str) -> str:
     return f"{tail}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-class Store:
+class Store(RunRecords):
     """SQL + FAISS for all collections of one data directory (or one shared database)."""
 
     def __init__(self, settings: Settings) -> None:
@@ -91,6 +88,9 @@ class Store:
         self.engine = open_engine(settings.sql_url)
         self.sessions = session_factory(self.engine)
         self.indexes = Indexes(settings, self.sessions, self.index_path)
+        # A queue worker only writes: its commits go to SQL and the log, and the processes that answer queries
+        # follow the log (it would otherwise load, and keep current, indexes it never searches).
+        self.follow_indexes = True
 
     def close(self) -> None:
         self.indexes.save_all()
@@ -175,13 +175,16 @@ class Store:
             seq = changelog.begin_write(s, coll.id)
             result = work(s, changes)
             changelog.append(s, coll.id, seq, changes.added_ids, changes.removed)
-        self.indexes.vectors(coll, seq)
-        if follow:
-            self.indexes.lexical(coll, seq, wait=True)
+        if self.follow_indexes:
+            self.indexes.vectors(coll, seq)
+            if follow:
+                self.indexes.lexical(coll, seq, wait=True)
         return result
 
     def follow(self, coll: Collection) -> None:
         """Bring both indexes of ``coll`` up to the latest write and persist FAISS (the end of an ingestion)."""
+        if not self.follow_indexes:
+            return
         generation = self.generation(coll.id)
         self.indexes.vectors(coll, generation)
         self.indexes.lexical(coll, generation, wait=True)
@@ -355,49 +358,6 @@ class Store:
                 out.setdefault(did, []).append(cid)
         return out
 
-    # --- ingestion runs ----------------------------------------------------------------------------
-    def create_run(self, run_id: str, collection: str, paths: list[str], state: str = "queued") -> None:
-        with self.sessions.begin() as s:
-            s.add(IngestionRun(
-                id=run_id, collection=collection, paths=paths, state=state, counts={}, errors=[], heartbeat_at=utcnow()
-            ))
-
-    def update_run(self, run_id: str, **values: Any) -> None:
-        with self.sessions.begin() as s:
-            s.execute(update(IngestionRun).where(IngestionRun.id == run_id).values(**values))
-
-    def transition_run(self, run_id: str, from_states: Iterable[str], **values: Any) -> bool:
-        """Update a run only if it is still in one of ``from_states`` (compare-and-set); True if it was.
-
-        Job state changes race (a worker starting a queued job while a client, possibly on another replica,
-        cancels it); this makes each change atomic in SQL instead of a read followed by a write."""
-        with self.sessions.begin() as s:
-            res = s.execute(
-                update(IngestionRun)
-                .where(IngestionRun.id == run_id, IngestionRun.state.in_(list(from_states)))
-                .values(**values)
-            )
-            return bool(res.rowcount)  # type: ignore[attr-defined]  # a CursorResult for UPDATE
-
-    def get_run(self, run_id: str) -> IngestionRun | None:
-        with self.session() as s:
-            return s.get(IngestionRun, run_id)
-
-    def list_runs(self, limit: int = 50) -> list[IngestionRun]:
-        with self.session() as s:
-            return list(s.scalars(select(IngestionRun).order_by(IngestionRun.created_at.desc()).limit(limit)))
-
-    def heartbeat_runs(self, run_ids: list[str]) -> None:
-        """Mark the owner's unfinished runs alive (see :meth:`interrupt_stale_runs`)."""
-        if not run_ids:
-            return
-        with self.sessions.begin() as s:
-            s.execute(
-                update(IngestionRun)
-                .where(IngestionRun.id.in_(run_ids), IngestionRun.state.in_(_LIVE_RUN_STATES))
-                .values(heartbeat_at=utcnow())
-            )
-
     @contextmanager
     def advisory_lock(self, name: str) -> Iterator[None]:
         """Hold a lock named ``name`` for every client of this database: a session-level advisory lock on
@@ -415,20 +375,3 @@ class Store:
                 yield
             finally:
                 conn.execute(text(f"SELECT pg_advisory_unlock({key})"), {"name": name})
-
-    def interrupt_stale_runs(self, silent_for_s: float) -> int:
-        """Mark interrupted the unfinished runs whose owner has not sent a heartbeat for ``silent_for_s``.
-
-        Only the owning process can run a job (its queue and threads are in memory), so a job whose heartbeat
-        stopped belongs to a process that died. Any replica may sweep; a live replica's jobs keep beating."""
-        cutoff = utcnow() - timedelta(seconds=silent_for_s)
-        with self.sessions.begin() as s:
-            res = s.execute(
-                update(IngestionRun)
-                .where(
-                    IngestionRun.state.in_(_LIVE_RUN_STATES),
-                    func.coalesce(IngestionRun.heartbeat_at, IngestionRun.created_at) < cutoff,
-                )
-                .values(state="interrupted", message="the process running this job stopped", finished_at=utcnow())
-            )
-            return res.rowcount or 0  # type: ignore[attr-defined]  # a CursorResult for UPDATE

@@ -1,0 +1,172 @@
+"""Ingestion on worker processes: jobs split into per-file tasks on a broker, executed by ``rag worker``.
+
+Why Dramatiq (over Celery, RQ and arq): it acknowledges a message only after the task returns (a worker killed
+mid-file leaves its message unacknowledged, and RabbitMQ hands it to another worker as soon as the dead one's
+connection drops; the Redis broker requeues it after the dead worker's heartbeat times out), retries failed tasks
+with exponential backoff out of the box, and moves a message that exhausted its retries to a dead-letter queue.
+Celery needs ``acks_late`` + ``reject_on_worker_lost`` + hand-written retry and dead-letter settings for the same;
+RQ has no acknowledgement at all; arq is Redis-only.
+
+The shape of a job (``enqueue_job``): the submitting process walks and diffs the folders (cheap: a stat per file),
+removes the documents of files that are gone, records the job with its total, and sends one message per file.
+A worker (``ingest_file_task``) ingests its file start to end in one transaction per document, which the change
+log orders with every other writer's, so any number of workers may write one collection at once. Each task
+records an item row; the job's progress is counted from those rows, and the task that records the last one
+finishes the job (a compare-and-set, so two last tasks cannot both finish it). A cancelled job's remaining tasks
+are acknowledged without work.
+
+Tasks are idempotent (see :meth:`ingest.pipeline.IngestPipeline.ingest_file`), so redelivery never stores a file
+twice. Errors that another try can fix (the database unreachable, a lock timeout) raise and are retried; a file
+that cannot be read is recorded as failed and the job goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import CurrentMessage
+
+from rag.settings import Settings
+from rag.store.schema import utcnow
+from rag.types import FileOutcome
+
+if TYPE_CHECKING:
+    from rag.engine import RAG
+
+log = logging.getLogger(__name__)
+
+ACTOR = "ingest_file"
+_LIVE = ("queued", "running")
+
+
+def make_broker(url: str) -> dramatiq.Broker:
+    """The broker named by ``RAG_BROKER_URL``: ``amqp://…`` (RabbitMQ) or ``redis://…``."""
+    if url.startswith(("amqp://", "amqps://")):
+        broker: dramatiq.Broker = RabbitmqBroker(url=url, confirm_delivery=True)
+    elif url.startswith(("redis://", "rediss://", "unix://")):
+        broker = RedisBroker(url=url)
+    else:
+        raise ValueError(f"RAG_BROKER_URL must start with amqp:// or redis://, not {url.split(':', 1)[0]!r}")
+    broker.add_middleware(CurrentMessage())
+    return broker
+
+
+class TaskQueue:
+    """The broker and the ingestion actor of one process (a submitter, a worker, or both)."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.broker_url:
+            raise ValueError("no broker configured (RAG_BROKER_URL)")
+        self.settings = settings
+        self.broker = make_broker(settings.broker_url)
+        self.actor = dramatiq.actor(
+            _run_task,
+            broker=self.broker,
+            actor_name=ACTOR,
+            queue_name=settings.queue_name,
+            max_retries=settings.task_max_retries,
+            min_backoff=500,
+            max_backoff=30_000,
+            time_limit=int(settings.task_time_limit_s * 1000),
+        )
+
+    def enqueue_job(self, rag: RAG, paths: list[str], collection: str, summarize: bool) -> str:
+        """Plan the job here and send one task per file; returns the job id."""
+        files, report = rag.pipeline.plan(list[str | Path](paths), collection)
+        job_id = uuid.uuid4().hex
+        # One item per file: those settled while planning (missing, unsupported, removed) and one per task.
+        total = len(files) + len(report.files)
+        rag.store.create_run(job_id, collection, paths, state="queued", executor="queue", total=total)
+        for outcome in report.files:
+            rag.store.record_item(job_id, outcome)
+        if not files:
+            _finish_if_complete(rag, job_id)
+        for path in files:
+            self.actor.send(job_id, collection, str(path), summarize)
+        log.info("job %s queued: %d file task(s) into '%s'", job_id, len(files), collection)
+        return job_id
+
+    def close(self) -> None:
+        self.broker.close()
+
+
+# --- the worker side ---------------------------------------------------------------------------------------
+_engine: RAG | None = None
+_engine_lock = threading.Lock()
+
+
+def _worker_engine() -> RAG:
+    """One engine per worker process, built from the environment (``RAG_*``) on first use: it loads the
+    embedder once and never loads or follows the search indexes (workers write; they do not answer)."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            from rag.engine import RAG
+
+            _engine = RAG(settings=Settings())
+            _engine.store.follow_indexes = False
+        return _engine
+
+
+def _run_task(job_id: str, collection: str, path: str, summarize: bool) -> None:
+    rag = _worker_engine()
+    store = rag.store
+    run = store.get_run(job_id)
+    if run is None or run.state not in _LIVE:  # cancelled (or deleted): acknowledge without work
+        store.record_item(job_id, FileOutcome(path, "skipped", error=f"job {run.state if run else 'gone'}"))
+        _finish_if_complete(rag, job_id)
+        return
+    store.transition_run(job_id, ["queued"], state="running", started_at=utcnow())
+    try:
+        outcome = rag.pipeline.ingest_file(collection, Path(path), summarize_pending=summarize)
+    except Exception as exc:
+        message = CurrentMessage.get_current_message()
+        retries = message.options.get("retries", 0) if message is not None else 0
+        if retries >= rag.settings.task_max_retries:  # the last try: the message goes to the dead letters
+            log.exception("giving up on %s after %d retries", path, retries)
+            store.record_item(job_id, FileOutcome(path, "failed", error=f"{type(exc).__name__}: {exc}"[:1000]))
+            _finish_if_complete(rag, job_id)
+        raise
+    size = Path(path).stat().st_size if outcome.status in ("added", "updated") else 0
+    store.record_item(job_id, outcome, size)
+    _finish_if_complete(rag, job_id)
+
+
+def _finish_if_complete(rag: RAG, job_id: str) -> None:
+    """The task that records a job's last file finishes it."""
+    store = rag.store
+    run = store.get_run(job_id)
+    if run is None:
+        return
+    counts, failures, _, _ = store.item_summary(job_id)
+    if sum(counts.values()) < (run.total or 0):
+        return
+    state = "cancelled" if run.state in ("cancelling", "cancelled") else "done"
+    store.transition_run(
+        job_id, ["queued", "running", "cancelling"], state=state, counts=counts, errors=failures,
+        processed=run.total or 0, finished_at=utcnow(), message=None,
+    )
+
+
+def run_worker(settings: Settings, threads: int) -> None:
+    """``rag worker``: consume ingestion tasks until SIGINT / SIGTERM, then finish the tasks in hand."""
+    queue = TaskQueue(settings)
+    _worker_engine()  # load the embedder before the first message, not while holding it
+    worker = dramatiq.Worker(queue.broker, worker_threads=threads, worker_timeout=1000)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker.start()
+    log.info("worker consuming '%s' with %d thread(s)", settings.queue_name, threads)
+    stop.wait()
+    log.info("worker stopping: finishing the tasks in hand")
+    worker.stop()
+    queue.close()
