@@ -100,7 +100,7 @@ class RAG:
         if run is None:
             raise KeyError(f"no job {job_id!r}")
         info = JobInfo.of(run)
-        if run.executor == "queue" and run.state not in ("done", "failed", "cancelled", "interrupted"):
+        if run.executor == "queue":  # counted from the items its tasks recorded (a cancelled job's too)
             counts, failures, done_bytes, last = self.store.item_summary(job_id)
             info.counts, info.errors, info.processed, info.bytes = counts, failures, sum(counts.values()), done_bytes
             info.message = f"last file: {last}" if last else info.message

@@ -1,0 +1,281 @@
+"""Ingestion on `rag worker` processes fed by a real broker (RabbitMQ), writing to a real PostgreSQL.
+
+Every worker is a real subprocess of the real CLI; failures are real too: kill -9 of a worker mid-job, the
+database unreachable behind a TCP proxy the test stops, a corrupt file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from rag import RAG
+from rag.store.schema import Chunk, Document
+
+REPO = Path(__file__).resolve().parents[1]
+AMQP = os.environ.get("RAG_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def queue_name() -> Iterator[str]:
+    """A queue private to this test, deleted (with its delay and dead-letter queues) at the end."""
+    if not _reachable("127.0.0.1", 5672):
+        pytest.skip("RabbitMQ not reachable at 127.0.0.1:5672")
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    yield name
+    import pika
+
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP))
+    channel = conn.channel()
+    for q in (name, f"{name}.DQ", f"{name}.XQ"):
+        channel.queue_delete(q)
+    conn.close()
+
+
+def _env(data: Path, db: str, queue: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ, "RAG_DATA_DIR": str(data), "RAG_DATABASE_URL": db, "RAG_BROKER_URL": AMQP,
+        "RAG_QUEUE_NAME": queue, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra,
+    }
+
+
+class Workers:
+    """`rag worker` subprocesses, stopped (SIGTERM, then SIGKILL) at the end."""
+
+    def __init__(self, tmp: Path, db: str, queue: str) -> None:
+        self.tmp, self.db, self.queue = tmp, db, queue
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, n: int = 1, **extra: str) -> list[subprocess.Popen]:
+        started = []
+        for _ in range(n):
+            i = len(self.procs)
+            log = open(self.tmp / f"worker{i}.log", "w")  # noqa: SIM115 - closed with the process
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "rag.cli", "-v", "worker"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                env=_env(self.tmp / f"worker{i}", self.db, self.queue, **extra),
+            )
+            self.procs.append(proc)
+            started.append(proc)
+        return started
+
+    def logs(self) -> str:
+        return "\n".join((self.tmp / f"worker{i}.log").read_text()[-3000:] for i in range(len(self.procs)))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def workers(tmp_path: Path, pg_url: str, queue_name: str) -> Iterator[Workers]:
+    pool = Workers(tmp_path, pg_url, queue_name)
+    yield pool
+    pool.stop()
+
+
+def _corpus(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        words = " ".join(f"term{i}_{j}" for j in range(220))
+        (folder / f"doc{i:03d}.txt").write_text(f"Document {i} is about subject {i % 7}. {words}")
+
+
+def _wait_job(rag: RAG, job_id: str, workers: Workers, timeout: float = 240) -> object:
+    deadline = time.monotonic() + timeout
+    while (job := rag.job(job_id)).state not in ("done", "failed", "cancelled", "interrupted"):
+        assert time.monotonic() < deadline, f"job stuck at {job}\n{workers.logs()}"
+        time.sleep(0.3)
+    return job
+
+
+def _contents(rag: RAG) -> tuple[set[tuple[str, str, int]], int]:
+    """(path, content hash, chunk count) of every document, and the number of chunks: what a second delivery
+    of a task would double."""
+    with rag.store.session() as s:
+        docs = {(Path(d.path).name, d.content_hash, d.chunk_count) for d in s.scalars(select(Document))}
+        chunks = len(s.scalars(select(Chunk.id)).all())
+    return docs, chunks
+
+
+def _single_process(tmp_path: Path, folder: Path) -> tuple[set[tuple[str, str, int]], int]:
+    reference = RAG(tmp_path / "reference")
+    try:
+        reference.ingest(folder, summarize=False)
+        return _contents(reference)
+    finally:
+        reference.close()
+
+
+def test_two_workers_ingest_a_folder_as_one_process_would(
+    workers: Workers, tmp_path: Path, pg_url: str, queue_name: str
+) -> None:
+    folder = tmp_path / "docs"
+    _corpus(folder, 24)
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
+    workers.start(2)
+    rag = RAG(tmp_path / "api", database_url=pg_url, broker_url=AMQP, queue_name=queue_name)
+    try:
+        job = _wait_job(rag, rag.submit(folder, summarize=False), workers)
+        assert job.state == "done", job
+        assert job.counts == {"added": 24, "failed": 1}, job.counts
+        assert job.processed == job.total == 25
+        assert [e["path"] for e in job.errors] == [str(folder / "broken.pdf")] and job.errors[0]["error"]
+        assert rag.document(str(folder / "broken.pdf")).status == "failed"  # the file failed, not the job
+        want_docs, want_chunks = _single_process(tmp_path, folder)
+        got_docs, got_chunks = _contents(rag)
+        assert got_docs == want_docs and got_chunks == want_chunks
+        hit = rag.retrieve("term5_100", top_k=1, mode="lexical")[0]  # this process follows the workers' log
+        assert hit.document.endswith("doc005.txt")
+
+        (folder / "doc003.txt").unlink()  # a second job: the removal is settled while planning
+        (folder / "doc004.txt").write_text("Document 4 now speaks of rhubarb only.")
+        job = _wait_job(rag, rag.submit(folder, summarize=False), workers)
+        assert job.counts == {"removed": 1, "updated": 1, "unchanged": 23 - 1, "failed": 1}, job.counts
+    finally:
+        rag.close()
+
+
+def test_a_worker_killed_mid_job_loses_nothing_and_stores_nothing_twice(
+    workers: Workers, tmp_path: Path, pg_url: str, queue_name: str
+) -> None:
+    folder = tmp_path / "docs"
+    _corpus(folder, 40)
+    victim, survivor = workers.start(2, RAG_EMBED_BATCH_SIZE="2")
+    rag = RAG(tmp_path / "api", database_url=pg_url, broker_url=AMQP, queue_name=queue_name)
+    try:
+        job_id = rag.submit(folder, summarize=False)
+        deadline = time.monotonic() + 180
+        while rag.job(job_id).processed < 4:
+            assert time.monotonic() < deadline, workers.logs()
+            time.sleep(0.1)
+        victim.send_signal(signal.SIGKILL)  # mid-document: its unacknowledged messages go back to the queue
+        job = _wait_job(rag, job_id, workers)
+        assert job.state == "done" and job.counts == {"added": 40}, job
+        assert survivor.poll() is None
+        assert _contents(rag) == _single_process(tmp_path, folder)
+    finally:
+        rag.close()
+
+
+class _Proxy:
+    """A TCP forwarder to PostgreSQL that the test can take down and bring back: the database "unreachable"."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.up = threading.Event()
+        self.up.set()
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if not self.up.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def outage(self, seconds: float) -> None:
+        self.up.clear()
+        for s in self.conns:  # established connections break as well
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.conns.clear()
+        time.sleep(seconds)
+        self.up.set()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_tasks_retry_while_the_database_is_unreachable(
+    workers: Workers, tmp_path: Path, pg_url: str, queue_name: str
+) -> None:
+    proxy = _Proxy(("127.0.0.1", 5432))
+    via_proxy = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    folder = tmp_path / "docs"
+    _corpus(folder, 16)
+    workers.db = via_proxy
+    workers.start(1, RAG_EMBED_BATCH_SIZE="2")
+    rag = RAG(tmp_path / "api", database_url=pg_url, broker_url=AMQP, queue_name=queue_name)
+    try:
+        job_id = rag.submit(folder, summarize=False)
+        deadline = time.monotonic() + 180
+        while rag.job(job_id).processed < 2:
+            assert time.monotonic() < deadline, workers.logs()
+            time.sleep(0.1)
+        proxy.outage(4.0)
+        job = _wait_job(rag, job_id, workers)
+        assert job.state == "done" and job.counts == {"added": 16}, (job, workers.logs())
+        assert "Retrying message" in workers.logs() or "retry" in workers.logs().lower()
+        assert _contents(rag) == _single_process(tmp_path, folder)
+    finally:
+        rag.close()
+        proxy.close()
+
+
+def test_a_cancelled_job_stops_its_pending_tasks(workers: Workers, tmp_path: Path, pg_url: str, queue_name: str) -> None:
+    folder = tmp_path / "docs"
+    _corpus(folder, 30)
+    rag = RAG(tmp_path / "api", database_url=pg_url, broker_url=AMQP, queue_name=queue_name)
+    try:
+        job_id = rag.submit(folder, summarize=False)  # no worker yet: every task is pending
+        assert rag.store.transition_run(job_id, ["queued"], state="cancelled", message="cancelled by the test")
+        workers.start(1)
+        deadline = time.monotonic() + 120
+        while rag.job(job_id).processed < 30:
+            assert time.monotonic() < deadline, workers.logs()
+            time.sleep(0.2)
+        job = rag.job(job_id)
+        assert job.state == "cancelled" and rag.documents() == []
+    finally:
+        rag.close()
