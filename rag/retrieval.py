@@ -16,6 +16,7 @@ Why each piece:
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ from rag.store.store import Store, StoreError
 from rag.types import Hit
 
 log = logging.getLogger(__name__)
+_LEXICAL_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lexical")
 
 
 @dataclass
@@ -72,20 +74,26 @@ class Retriever:
                 f"'{self.embedder.name}'"
             )
         index = self.store.index(coll, generation=coll.generation)  # the row was just read: no second round trip
-        query = self.embedder.embed_query(question)
         allowed = None
         if path_prefix or document_ids is not None:
             allowed = self.store.chunk_ids_where(coll.id, path_prefix=path_prefix, document_ids=document_ids)
 
         n = max(self.settings.candidates, top_k)
+        lexical = None
+        if mode in ("hybrid", "lexical"):
+            # BM25 needs no embedding: it runs on the other core while the question is embedded and FAISS
+            # searched (tantivy, ONNX Runtime and FAISS all release the GIL), so hybrid costs the slower of the two.
+            lexical = _LEXICAL_POOL.submit(
+                self.store.lexical(coll, generation=coll.generation).search, question, n, allowed
+            )
+        query = self.embedder.embed_query(question)
         rankings: list[np.ndarray] = []
         lexical_scores: dict[int, float] = {}
         if mode in ("hybrid", "dense"):
             _, dense_ids = index.search(query, n, allowed)
             rankings.append(dense_ids)
-        if mode in ("hybrid", "lexical"):
-            lexical = self.store.lexical(coll, generation=coll.generation)
-            lex_ids, lex_scores = lexical.search(question, n, allowed)
+        if lexical is not None:
+            lex_ids, lex_scores = lexical.result()
             rankings.append(lex_ids)
             lexical_scores = dict(zip(lex_ids.tolist(), lex_scores.tolist()))
         fused = reciprocal_rank_fusion(rankings, self.settings.rrf_k)
