@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -125,6 +126,7 @@ def _run_task(job_id: str, collection: str, path: str, summarize: bool) -> None:
         _finish_if_complete(rag, job_id)
         return
     store.transition_run(job_id, ["queued"], state="running", started_at=utcnow())
+    started = time.monotonic()
     try:
         outcome = rag.pipeline.ingest_file(collection, Path(path), summarize_pending=summarize)
     except Exception as exc:
@@ -135,9 +137,11 @@ def _run_task(job_id: str, collection: str, path: str, summarize: bool) -> None:
             store.record_item(job_id, FileOutcome(path, "failed", error=f"{type(exc).__name__}: {exc}"[:1000]))
             _finish_if_complete(rag, job_id)
         raise
+    worked = time.monotonic() - started
     size = Path(path).stat().st_size if outcome.status in ("added", "updated") else 0
     store.record_item(job_id, outcome, size)
     _finish_if_complete(rag, job_id)
+    log.info("%s %s in %.3fs (bookkeeping %.3fs)", outcome.status, path, worked, time.monotonic() - started - worked)
 
 
 def _finish_if_complete(rag: RAG, job_id: str) -> None:
@@ -159,7 +163,7 @@ def _finish_if_complete(rag: RAG, job_id: str) -> None:
 def run_worker(settings: Settings, threads: int) -> None:
     """``rag worker``: consume ingestion tasks until SIGINT / SIGTERM, then finish the tasks in hand."""
     queue = TaskQueue(settings)
-    _worker_engine()  # load the embedder before the first message, not while holding it
+    _worker_engine().pipeline  # noqa: B018 - load the embedder and chunker before the first message, not holding it
     worker = dramatiq.Worker(queue.broker, worker_threads=threads, worker_timeout=1000)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

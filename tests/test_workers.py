@@ -279,3 +279,38 @@ def test_a_cancelled_job_stops_its_pending_tasks(workers: Workers, tmp_path: Pat
         assert job.state == "cancelled" and rag.documents() == []
     finally:
         rag.close()
+
+
+def test_two_api_replicas_and_two_workers_share_jobs_and_documents(
+    workers: Workers, tmp_path: Path, pg_url: str, queue_name: str, models_dir: Path
+) -> None:
+    import httpx
+
+    from tests.api_server import ApiServer, server_env, wait_job
+
+    folder = tmp_path / "docs"
+    _corpus(folder, 20)
+    workers.start(2)
+    env = server_env(models_dir, database_url=pg_url, broker_url=AMQP, queue_name=queue_name,
+                     allowed_roots=[str(tmp_path)])
+    with ApiServer(tmp_path / "replica-a", env) as a, ApiServer(tmp_path / "replica-b", env) as b, \
+            httpx.Client(base_url=a.url, timeout=60) as ca, httpx.Client(base_url=b.url, timeout=60) as cb:
+        job_id = ca.post("/v1/ingest", json={"paths": [str(folder)]}).raise_for_status().json()["job_id"]
+        seen_progress = set()
+        deadline = time.monotonic() + 240
+        while (job := cb.get(f"/v1/jobs/{job_id}").raise_for_status().json())["state"] != "done":
+            assert job["state"] in ("queued", "running"), job
+            assert time.monotonic() < deadline, workers.logs()
+            seen_progress.add(job["processed"])
+            time.sleep(0.1)
+        finished = time.monotonic()
+        assert job["executor"] == "queue" and job["counts"] == {"added": 20} and job["total"] == 20
+        assert len(seen_progress) > 1, "replica B never showed the job in progress"
+        assert wait_job(ca, job_id)["counts"] == job["counts"]
+        for client in (ca, cb):  # both replicas follow the workers' commits through the change log
+            while True:
+                hits = client.post("/v1/retrieve", json={"question": "term11_150", "top_k": 1}).json()["hits"]
+                if hits and hits[0]["document"].endswith("doc011.txt"):
+                    break
+                assert time.monotonic() - finished < 1.0 + 5.0, hits  # 1 s target, slack for a loaded CI machine
+                time.sleep(0.05)
