@@ -5,15 +5,28 @@ sit in a threadpool thread blocked on that lock, and forty of them would exhaust
 document listings and health checks would queue behind generation. Here waiting requests wait on the event loop
 (free), only ``slots`` of them hold a thread, and beyond ``max_waiting`` the server answers 503 with Retry-After
 instead of building an unbounded backlog. Against vLLM (which batches), the slots are many.
+
+Only work that needs the model queues: a question that retrieval finds nothing relevant for is answered with the
+abstention before the queue (:func:`abstention`), and a request whose client left while it waited gives its slot
+back without generating (:func:`admit`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import logging
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import APIError
+
+if TYPE_CHECKING:
+    from rag.engine import RAG
+    from rag.types import Answer
+
+log = logging.getLogger(__name__)
 
 LOCAL_SLOTS = 2  # one generating, one retrieving/budgeting the next prompt meanwhile
 REMOTE_SLOTS = 32
@@ -41,20 +54,12 @@ class LLMGate:
             self.waiting -= 1
         return Slot(self._sem)
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[Slot]:
-        held = await self.acquire()
-        try:
-            yield held
-        finally:
-            held.release()
-
 
 class Slot:
     """One acquired slot; ``release`` is idempotent, so every exit path may call it."""
 
-    def __init__(self, sem: asyncio.Semaphore) -> None:
-        self._sem: asyncio.Semaphore | None = sem
+    def __init__(self, sem: asyncio.Semaphore | None) -> None:
+        self._sem = sem
 
     def release(self) -> None:
         if self._sem is not None:
@@ -62,5 +67,53 @@ class Slot:
             self._sem = None
 
 
+NO_SLOT = Slot(None)
+"""What a response that never queued for the model (an abstention) releases: nothing."""
+
+
 def gate_for(backend: str) -> LLMGate:
     return LLMGate(LOCAL_SLOTS if backend == "local" else REMOTE_SLOTS)
+
+
+async def admit(gate: LLMGate, request: Request) -> Slot:
+    """A slot for ``request``, unless its client goes away first: then the request leaves the queue at once with
+    499 (nginx's "client closed request") instead of generating an answer for nobody when its turn comes."""
+    waiting = asyncio.ensure_future(gate.acquire())
+    leaving = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait((waiting, leaving), return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when this request is cancelled itself
+        leaving.cancel()
+        waiting.cancel()  # a no-op once the slot is acquired
+    if not leaving.done() or leaving.cancelled():
+        return waiting.result()  # the slot, or the 503 of a full queue
+    if waiting.done() and not waiting.cancelled() and waiting.exception() is None:
+        waiting.result().release()  # acquired at the moment the client left
+    log.info("%s %s: the client left while waiting for the model", request.method, request.url.path)
+    raise APIError(499, "the client closed the request while it waited for the model", "client_closed_request")
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client closes the connection. The body has been read, so the next message is the
+    disconnect; waiting for it also resumes reading the socket, which is how the server notices the close."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def abstention(
+    rag: RAG, question: str, top_k: int | None, collection: str, mode: str | None,
+    path_prefix: str | None = None, document_ids: list[int] | None = None,
+) -> Answer | None:
+    """The engine's abstention answer when retrieval finds nothing relevant, decided before queueing for the LLM.
+
+    The same decision ``RAG.query`` makes; the engine has no public way to take these hits, so a query that does
+    go to the model retrieves once more (milliseconds, against seconds of generation).
+    """
+    from rag.synthesis import abstain, should_abstain
+
+    hits = await run_in_threadpool(
+        lambda: rag.retrieve(question, top_k, collection, path_prefix=path_prefix, document_ids=document_ids)
+    )
+    if not should_abstain(hits, rag.settings):
+        return None
+    return abstain(hits, mode or rag.settings.synthesis_mode, rag.settings)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from api import schemas as S
-from api.concurrency import LLMGate, Slot
+from api.concurrency import NO_SLOT, LLMGate, Slot, abstention, admit
 from api.deps import get_metrics, get_rag, get_settings
 from api.errors import APIError, translate
 from api.metrics import Metrics
@@ -186,19 +186,26 @@ async def chat_completions(req: ChatRequest, request: Request, rag: Rag, setting
                            metrics: MetricsDep) -> Any:
     gate: LLMGate = request.app.state.llm_gate
     if req.model == RAG_MODEL:
-        return await _rag_chat(req, rag, metrics, gate)
+        return await _rag_chat(req, request, rag, metrics, gate)
     if req.model == settings.llm_model:
-        return await _llm_chat(req, rag, settings, metrics, gate)
+        return await _llm_chat(req, request, rag, settings, metrics, gate)
     raise APIError(404, f"model {req.model!r} does not exist; GET /v1/models lists '{settings.llm_model}' and "
                         f"'{RAG_MODEL}'", "model_not_found")
 
 
-async def _rag_chat(req: ChatRequest, rag: RAG, metrics: Metrics, gate: LLMGate) -> Any:
+async def _rag_chat(req: ChatRequest, request: Request, rag: RAG, metrics: Metrics, gate: LLMGate) -> Any:
     question = _question(req.messages)
     cid, created = _completion_id(), int(time.time())
+    early = await abstention(rag, question, req.top_k, req.collection, req.mode)  # abstaining needs no model slot
     if not req.stream:
-        async with gate.slot():
-            answer: Answer = await run_in_threadpool(rag.query, question, req.top_k, req.collection, mode=req.mode)
+        if early is not None:
+            answer: Answer = early
+        else:
+            slot = await admit(gate, request)
+            try:
+                answer = await run_in_threadpool(rag.query, question, req.top_k, req.collection, mode=req.mode)
+            finally:
+                slot.release()
         metrics.add_usage("chat", answer.usage.prompt_tokens, answer.usage.completion_tokens)
         return {
             "id": cid, "object": "chat.completion", "created": created, "model": RAG_MODEL,
@@ -208,12 +215,17 @@ async def _rag_chat(req: ChatRequest, rag: RAG, metrics: Metrics, gate: LLMGate)
             "sources": [s.to_dict() for s in answer.sources],
             "abstained": answer.abstained,
         }
-    slot = await gate.acquire()
-    try:
-        stream = await BlockingStream(rag.stream(question, req.top_k, req.collection, mode=req.mode)).prime()
-    except BaseException:
-        slot.release()
-        raise
+    if early is not None:
+        stream: BlockingStream[str | Answer] = BlockingStream(iter([early.text, early]))
+        release = NO_SLOT.release
+    else:
+        slot = await admit(gate, request)
+        release = slot.release
+        try:
+            stream = await BlockingStream(rag.stream(question, req.top_k, req.collection, mode=req.mode)).prime()
+        except BaseException:
+            slot.release()
+            raise
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
     async def events() -> Any:
@@ -234,7 +246,7 @@ async def _rag_chat(req: ChatRequest, rag: RAG, metrics: Metrics, gate: LLMGate)
             yield _stream_error(exc, "chat")
         yield sse(None, "[DONE]")
 
-    return GatedStreamingResponse(events(), slot.release)
+    return GatedStreamingResponse(events(), release)
 
 
 def _llm_budget(rag: RAG, settings: Settings, req: ChatRequest, messages: list[dict[str, str]]) -> tuple[Any, int, int]:
@@ -261,9 +273,10 @@ def _llm_budget(rag: RAG, settings: Settings, req: ChatRequest, messages: list[d
     return llm, prompt_tokens, max_new
 
 
-async def _llm_chat(req: ChatRequest, rag: RAG, settings: Settings, metrics: Metrics, gate: LLMGate) -> Any:
+async def _llm_chat(req: ChatRequest, request: Request, rag: RAG, settings: Settings, metrics: Metrics,
+                    gate: LLMGate) -> Any:
     messages = _plain_messages(req.messages)
-    slot = await gate.acquire()
+    slot = await admit(gate, request)
     try:
         return await _llm_chat_in_slot(req, rag, settings, metrics, slot, messages)
     except BaseException:

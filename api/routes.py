@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+from pathlib import Path as FsPath
+from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -20,14 +22,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api import schemas as S
-from api.concurrency import LLMGate
+from api.concurrency import NO_SLOT, LLMGate, abstention, admit
 from api.deps import get_jobs, get_metrics, get_rag, get_settings
 from api.errors import APIError, translate
 from api.jobs import JobManager
 from api.metrics import Metrics
 from api.security import require_api_key, resolve_allowed
 from api.streaming import BlockingStream, GatedStreamingResponse, sse
-from api.uploads import safe_filename, save_upload, upload_dir
+from api.uploads import discard_upload, distinct_names, refusal, save_upload, upload_dir, upload_name
 from rag.engine import RAG
 from rag.settings import Settings
 from rag.types import Answer
@@ -74,11 +76,15 @@ _INGEST_OPENAPI = {
 )
 async def ingest(request: Request, jobs: Jobs, settings: SettingsDep) -> JSONResponse:
     """Paths must resolve inside ``RAG_ALLOWED_ROOTS`` (symlinks and ``..`` resolved first), else 403.
-    Uploads are saved under ``<data_dir>/uploads/<collection>/`` within ``RAG_MAX_UPLOAD_MB`` (else 413).
+    Uploads are saved under ``<data_dir>/uploads/<collection>/`` within ``RAG_MAX_UPLOAD_MB`` (else 413), their
+    names kept (folders and any script's letters; duplicates in one request get " (2)"); uploads of a type or
+    size ingestion would skip are not saved and are listed in ``rejected`` (all of them rejected: 422).
     Poll ``GET /v1/jobs/{job_id}`` for progress."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        paths, collection, summarize = await _save_uploads(request, settings)
+    rejected: list[dict[str, str]] = []
+    uploaded = content_type == "multipart/form-data"
+    if uploaded:
+        paths, collection, summarize, rejected = await _save_uploads(request, settings)
     elif content_type in ("application/json", "") or content_type.endswith("+json"):
         body = await _json_body(request)
         try:
@@ -89,8 +95,13 @@ async def ingest(request: Request, jobs: Jobs, settings: SettingsDep) -> JSONRes
         collection, summarize = req.collection, req.summarize
     else:
         raise APIError(415, f"unsupported content type {content_type!r}: send application/json or multipart/form-data")
-    job_id = await run_in_threadpool(jobs.submit, paths, collection, summarize)
-    return JSONResponse({"job_id": job_id, "state": "queued"}, status_code=202,
+    try:
+        job_id = await run_in_threadpool(jobs.submit, paths, collection, summarize)
+    except BaseException:
+        if uploaded:  # saved for a job that will never run
+            _discard_all(settings, paths)
+        raise
+    return JSONResponse({"job_id": job_id, "state": "queued", "rejected": rejected}, status_code=202,
                         headers={"Location": f"/v1/jobs/{job_id}"})
 
 
@@ -105,7 +116,10 @@ async def _json_body(request: Request) -> Any:
     raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": why, "input": {}}])
 
 
-async def _save_uploads(request: Request, settings: Settings) -> tuple[list[str], str, bool | None]:
+async def _save_uploads(
+    request: Request, settings: Settings
+) -> tuple[list[str], str, bool | None, list[dict[str, str]]]:
+    """Save the uploads a job can use; returns their paths, the collection, summarize, and the refused ones."""
     async with request.form(max_files=1000, max_fields=100) as form:
         collection = form.get("collection") or "default"
         summarize_raw = form.get("summarize")
@@ -119,15 +133,37 @@ async def _save_uploads(request: Request, settings: Settings) -> tuple[list[str]
         uploads = [f for key in ("files", "file") for f in form.getlist(key)]
         if not uploads or not all(isinstance(f, UploadFile) for f in uploads):
             raise APIError(422, "multipart ingestion needs one or more files in the 'files' field")
+        files = [f for f in uploads if isinstance(f, UploadFile)]
+        names = distinct_names([upload_name(f.filename) for f in files])
         folder = upload_dir(settings.data_dir, collection)
         saved: list[str] = []
-        for upload in uploads:
-            assert isinstance(upload, UploadFile)
-            name = safe_filename(upload.filename)
-            path = await run_in_threadpool(save_upload, upload.file, folder, name)
-            saved.append(str(path))
-        log.info("saved %d upload(s) for collection '%s'", len(saved), collection)
-        return saved, collection, summarize
+        rejected: list[dict[str, str]] = []
+        for upload, name in zip(files, names):
+            why = refusal(name, upload.size, settings.max_file_bytes)
+            if why is not None:
+                rejected.append({"path": upload.filename or str(name), "status": "skipped", "error": why})
+                continue
+            saved.append(str(await _save_one(upload, folder, name, saved, settings)))
+        if not saved:
+            raise APIError(422, "no upload can be ingested: " + "; ".join(f"{r['path']}: {r['error']}" for r in rejected))
+        log.info("saved %d upload(s) for collection '%s' (%d refused)", len(saved), collection, len(rejected))
+        return saved, collection, summarize, rejected
+
+
+async def _save_one(upload: UploadFile, folder: FsPath, name: PurePosixPath, saved: list[str],
+                    settings: Settings) -> FsPath:
+    """Save one upload; when the filesystem refuses (a name that is a folder already, a full disk), the request
+    fails as a 422 and the uploads saved for it so far are removed."""
+    try:
+        return await run_in_threadpool(save_upload, upload.file, folder, name)
+    except OSError as exc:
+        _discard_all(settings, saved)
+        raise APIError(422, f"cannot save upload {upload.filename!r} as {str(name)!r}: {exc.strerror or exc}") from None
+
+
+def _discard_all(settings: Settings, paths: list[str]) -> None:
+    for path in paths:
+        discard_upload(settings.data_dir, path)
 
 
 def _valid_collection(name: str) -> bool:
@@ -163,16 +199,25 @@ def cancel_job(job_id: JobId, jobs: Jobs) -> dict[str, Any]:
     },
 )
 async def query(req: S.QueryRequest, request: Request, rag: Rag, metrics: MetricsDep) -> Any:
-    """A grounded answer with numbered sources, or an abstention when the documents hold nothing relevant."""
+    """A grounded answer with numbered sources, or an abstention when the documents hold nothing relevant (given
+    at once: it does not wait for the model)."""
     kwargs: dict[str, Any] = {"mode": req.mode, "path_prefix": req.path_prefix, "document_ids": req.document_ids}
     wants_sse = req.stream or "text/event-stream" in request.headers.get("accept", "")
+    early = await abstention(rag, req.question, req.top_k, req.collection, req.mode, req.path_prefix, req.document_ids)
+    if early is not None and not wants_sse:
+        return early.to_dict()
+    if early is not None:
+        return GatedStreamingResponse(_query_events(BlockingStream(iter([early.text, early])), metrics), NO_SLOT.release)
     gate: LLMGate = request.app.state.llm_gate
     if not wants_sse:
-        async with gate.slot():
+        slot = await admit(gate, request)
+        try:
             answer: Answer = await run_in_threadpool(rag.query, req.question, req.top_k, req.collection, **kwargs)
+        finally:
+            slot.release()
         metrics.add_usage("query", answer.usage.prompt_tokens, answer.usage.completion_tokens)
         return answer.to_dict()
-    slot = await gate.acquire()
+    slot = await admit(gate, request)
     try:
         stream = await BlockingStream(rag.stream(req.question, req.top_k, req.collection, **kwargs)).prime()
     except BaseException:
@@ -220,9 +265,11 @@ def get_document(document_id: DocumentId, rag: Rag) -> dict[str, Any]:
 
 
 @router.delete("/documents/{document_id}", response_model=S.Deleted, responses=S.error_responses(401, 404))
-def delete_document(document_id: DocumentId, rag: Rag) -> dict[str, Any]:
-    """Remove the document from SQL and the index; answers cite it no more."""
+def delete_document(document_id: DocumentId, rag: Rag, settings: SettingsDep) -> dict[str, Any]:
+    """Remove the document from SQL and the index; answers cite it no more. An uploaded document's file goes too."""
+    path = rag.document(document_id).path
     removed = rag.delete(document_id)
+    discard_upload(settings.data_dir, path)
     return {"id": document_id, "deleted": True, "chunks_removed": removed}
 
 

@@ -51,15 +51,18 @@ class IngestRequest(_Strict):
     summarize: bool | None = Field(default=None, description="Write LLM summaries (default: RAG_SUMMARIZE).")
 
 
-class JobAccepted(BaseModel):
-    job_id: str
-    state: JobState
-
-
 class FileError(BaseModel):
     path: str
     status: str
     error: str | None = None
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    state: JobState
+    rejected: list[FileError] = Field(
+        default_factory=list, description="Uploads not saved because ingestion would skip them (type or size)."
+    )
 
 
 class Job(BaseModel):

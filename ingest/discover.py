@@ -17,6 +17,7 @@ import fnmatch
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def _is_link(path: Path) -> bool:
         return False
 
 
-def discover(paths: list[str | Path], ignore_patterns: list[str], is_supported) -> Discovered:  # noqa: ANN001
+def discover(paths: list[str | Path], ignore_patterns: list[str], is_supported: Callable[[Path], bool]) -> Discovered:
     """Walk ``paths`` (files or folders); ``is_supported(path)`` filters by type."""
     files: list[Path] = []
     roots: list[Path] = []

@@ -18,8 +18,8 @@ import email.policy
 import importlib.util
 import io
 import logging
-import posixpath
 import os
+import posixpath
 import re
 import stat
 import time

@@ -150,7 +150,7 @@ def test_cancel_reaches_the_reader(tmp_path: Path) -> None:
         polls += 1
         return polls > 1_000  # a thousand paragraphs in
 
-    elapsed, result = _timed_read(path, should_cancel=cancel_after_a_while)
+    _, result = _timed_read(path, should_cancel=cancel_after_a_while)
     assert isinstance(result, ReadCancelled) and not isinstance(result, ReadError), result
     assert polls == 1_001
 
@@ -179,7 +179,7 @@ def _ingest_with_deadline(rag: RAG, paths: list[str | Path], unblock: Path | Non
     return outcome["report"]
 
 
-def test_fifo_in_a_folder_is_skipped_not_waited_for(tmp_path: Path, make_rag) -> None:  # noqa: ANN001
+def test_fifo_in_a_folder_is_skipped_not_waited_for(tmp_path: Path, make_rag) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "tides.txt").write_text("Spring tides happen near the new and the full moon, when the pull adds up.")
@@ -200,7 +200,7 @@ def test_fifo_in_a_folder_is_skipped_not_waited_for(tmp_path: Path, make_rag) ->
     assert hits and Path(hits[0].document).name == "tides.txt"
 
 
-def test_an_overlong_path_fails_alone(tmp_path: Path, make_rag) -> None:  # noqa: ANN001
+def test_an_overlong_path_fails_alone(tmp_path: Path, make_rag) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "moon.txt").write_text("The Moon's gravity raises two tidal bulges on opposite sides of the Earth.")
