@@ -57,11 +57,10 @@ def fill(rag, n_chunks: int, per_doc: int = 100, first_doc: int = 0) -> None:
         ]
 
         def work(s, changes, d=d, records=records):
-            _, _, ids = rag.store.replace_document(
-                s, coll, path=f"/synthetic/doc{d:05d}.txt", content_hash=str(d), size=0, mtime=0.0, doc_type="txt",
+            rag.store.replace_document(
+                s, changes, coll, path=f"/synthetic/doc{d:05d}.txt", content_hash=str(d), size=0, mtime=0.0, doc_type="txt",
                 title=None, meta={}, chunks=records, summary_pending=False,
             )
-            changes.added_ids.extend(ids)
 
         rag.store.write(coll, work, follow=False)
     rag.store.follow(coll)

@@ -174,12 +174,10 @@ def change_cost(rag, rng: np.random.Generator, n: int) -> dict:
                 records = [ChunkRecord(j, f"{word} change {j}", 3, vecs[j]) for j in range(10)]
 
                 def work(s, changes, records=records, path=path) -> None:
-                    _, old, new = rag.store.replace_document(
-                        s, coll, path=path, content_hash=op, size=0, mtime=0.0, doc_type="txt", title=None, meta={},
+                    rag.store.replace_document(
+                        s, changes, coll, path=path, content_hash=op, size=0, mtime=0.0, doc_type="txt", title=None, meta={},
                         chunks=records, summary_pending=False,
                     )
-                    changes.removed.extend(old)
-                    changes.added_ids.extend(new)
 
                 rag.store.write(coll, work)
             cur = rag.store.collection("default")
@@ -238,11 +236,10 @@ def second_process(rag, data: Path, settings: dict, claims: list[str], rounds: i
         vec /= np.linalg.norm(vec)
 
         def work(s, changes, marker=marker, vec=vec, i=i) -> None:
-            _, old, new = rag.store.replace_document(
-                s, coll, path=f"/visible/{i}.txt", content_hash="v", size=0, mtime=0.0, doc_type="txt", title=None,
+            rag.store.replace_document(
+                s, changes, coll, path=f"/visible/{i}.txt", content_hash="v", size=0, mtime=0.0, doc_type="txt", title=None,
                 meta={}, chunks=[ChunkRecord(0, f"{marker} text", 2, vec)], summary_pending=False,
             )
-            changes.added_ids.extend(new)
 
         t = time.perf_counter()
         rag.store.write(coll, work, follow=False)  # this process commits; the other finds out from the log

@@ -134,8 +134,7 @@ class IngestPipeline:
         coll = self.store.collection(collection)
 
         def work(s: Session, changes: Changes) -> list[int]:
-            changes.removed = self.store.remove_documents(s, doc_ids)
-            return changes.removed
+            return self.store.remove_documents(s, changes, doc_ids)
 
         return self.store.write(coll, work)
 
@@ -198,7 +197,7 @@ class IngestPipeline:
         if not docs:
             return
         def work(s: Session, changes: Changes) -> None:
-            changes.removed = self.store.remove_documents(s, [d.id for d in docs])
+            self.store.remove_documents(s, changes, [d.id for d in docs])
 
         self.store.write(state.coll, work, follow=False)
         state.report.files.extend(FileOutcome(d.path, "removed") for d in docs)
@@ -245,8 +244,8 @@ class IngestPipeline:
 
     def _fail(self, state: _Run, path: Path, digest: str, size: int, mtime: float, doc_type: str, error: str) -> None:
         def work(s: Session, changes: Changes) -> None:
-            changes.removed = self.store.record_failure(
-                s, state.coll, path=str(path), content_hash=digest, size=size, mtime=mtime, doc_type=doc_type, error=error
+            self.store.record_failure(
+                s, changes, state.coll, path=str(path), content_hash=digest, size=size, mtime=mtime, doc_type=doc_type, error=error
             )
 
         self.store.write(state.coll, work, follow=False)
@@ -270,17 +269,14 @@ class IngestPipeline:
                 ]
                 try:
                     with s.begin_nested():
-                        _, old_ids, new_ids = self.store.replace_document(
-                            s, state.coll, path=str(item.path), content_hash=item.content_hash, size=item.size,
+                        self.store.replace_document(
+                            s, changes, state.coll, path=str(item.path), content_hash=item.content_hash, size=item.size,
                             mtime=item.mtime, doc_type=item.doc_type, title=item.title, meta=item.meta,
                             chunks=records, summary_pending=summarize_pending,
                         )
                 except Exception as exc:  # one document's commit failure must not lose the batch
                     log.exception("commit failed for %s", item.path)
                     self._mark_failed(state, item.path, f"could not store document: {exc}")
-                    continue
-                changes.removed.extend(old_ids)
-                changes.added_ids.extend(new_ids)
 
         self.store.write(state.coll, work, follow=False)
         if time.monotonic() - state.last_save > self.settings.index_save_interval_s:

@@ -43,12 +43,10 @@ def _put(store: Store, doc: int, rng: np.random.Generator, chunks: int = 5) -> N
     records = [ChunkRecord(i, " ".join(words.choices(WORDS, k=30)), 30, vecs[i]) for i in range(chunks)]
 
     def work(s, changes) -> None:
-        _, old, new = store.replace_document(
-            s, coll, path=f"/docs/{doc}.txt", content_hash=str(rng.integers(1 << 30)), size=1, mtime=0.0,
+        store.replace_document(
+            s, changes, coll, path=f"/docs/{doc}.txt", content_hash=str(rng.integers(1 << 30)), size=1, mtime=0.0,
             doc_type="txt", title=None, meta={}, chunks=records, summary_pending=False,
         )
-        changes.removed.extend(old)
-        changes.added_ids.extend(new)
 
     store.write(coll, work)
 
@@ -60,7 +58,7 @@ def _delete(store: Store, doc: int) -> None:
         return
 
     def work(s, changes) -> None:
-        changes.removed.extend(store.remove_documents(s, [found.id]))
+        store.remove_documents(s, changes, [found.id])
 
     store.write(coll, work)
 

@@ -216,6 +216,7 @@ class Store(RunRecords):
     def replace_document(
         self,
         s: Session,
+        changes: Changes,
         coll: Collection,
         *,
         path: str,
@@ -227,8 +228,9 @@ class Store(RunRecords):
         meta: dict[str, Any],
         chunks: list[ChunkRecord],
         summary_pending: bool,
-    ) -> tuple[int, list[int], list[int]]:
-        """Write a document and its chunks in the caller's transaction; returns (doc id, old ids, new ids).
+    ) -> int:
+        """Write a document and its chunks in the caller's transaction and record both sets of chunk ids in
+        ``changes`` (so the change log cannot miss one); returns the document id.
 
         An existing row for the path keeps its id (and so its place in jobs and links); its chunks and any
         summary of the old content are replaced.
@@ -259,27 +261,31 @@ class Store(RunRecords):
         # A bulk INSERT … RETURNING (batched by SQLAlchemy's insertmanyvalues), not one ORM object per chunk:
         # the unit of work was a third of the commit time on corpora of short documents.
         new_ids = list(s.scalars(insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True), rows)) if rows else []
-        return doc.id, old_ids, new_ids
+        changes.removed.extend(old_ids)
+        changes.added_ids.extend(new_ids)
+        return doc.id
 
     def record_failure(
-        self, s: Session, coll: Collection, *, path: str, content_hash: str, size: int, mtime: float, doc_type: str, error: str
-    ) -> list[int]:
-        """Mark a file as failed; its previously indexed chunks (if any) leave the index. Returns their ids."""
+        self, s: Session, changes: Changes, coll: Collection, *, path: str, content_hash: str, size: int, mtime: float,
+        doc_type: str, error: str,
+    ) -> None:
+        """Mark a file as failed; its previously indexed chunks (if any) leave the indexes."""
         doc, old_ids = self._cleared_document(s, coll, path)
         doc.content_hash, doc.size, doc.mtime, doc.doc_type = content_hash, size, mtime, doc_type
         doc.status, doc.error, doc.chunk_count, doc.summary_state = "failed", error, 0, "none"
         doc.summary = None
         doc.updated_at = utcnow()
-        return old_ids
+        changes.removed.extend(old_ids)
 
-    def remove_documents(self, s: Session, doc_ids: Iterable[int]) -> list[int]:
-        """Delete documents and their chunks in the caller's transaction; returns the removed chunk ids."""
+    def remove_documents(self, s: Session, changes: Changes, doc_ids: Iterable[int]) -> list[int]:
+        """Delete documents and their chunks in the caller's transaction; records and returns the chunk ids."""
         ids = list(doc_ids)
         if not ids:
             return []
         chunk_ids = list(s.scalars(select(Chunk.id).where(Chunk.document_id.in_(ids))))
         s.execute(delete(Chunk).where(Chunk.document_id.in_(ids)))
         s.execute(delete(Document).where(Document.id.in_(ids)))
+        changes.removed.extend(chunk_ids)
         return chunk_ids
 
     def find_document(self, ref: str | int, collection: str | None = None) -> Document | None:
