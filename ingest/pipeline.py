@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from ingest.chunking import Chunker, TextChunk
 from ingest.discover import content_hash, discover
-from ingest.readers import ReadError, doc_type_for, read_document
+from ingest.readers import ReadCancelled, ReadError, doc_type_for, read_document
 from rag.models.embedder import Embedder
 from rag.settings import Settings
 from rag.store.schema import Collection, Document
@@ -189,7 +189,7 @@ class IngestPipeline:
         for done, path in enumerate(files, start=1):
             if should_cancel is not None and should_cancel():
                 raise Cancelled(f"cancelled after {done - 1} of {total} files")
-            state.report.files.append(self._visit(state, path, known.get(str(path)), summarize_pending))
+            state.report.files.append(self._visit(state, path, known.get(str(path)), summarize_pending, should_cancel))
             if progress is not None:
                 progress(done, total, str(path))
 
@@ -202,7 +202,10 @@ class IngestPipeline:
         self.store.write(state.coll, work, follow=False)
         state.report.files.extend(FileOutcome(d.path, "removed") for d in docs)
 
-    def _visit(self, state: _Run, path: Path, known: Document | None, summarize_pending: bool) -> FileOutcome:
+    def _visit(
+        self, state: _Run, path: Path, known: Document | None, summarize_pending: bool,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> FileOutcome:
         doc_type = doc_type_for(path) or ""
         try:
             st = path.stat()
@@ -224,7 +227,10 @@ class IngestPipeline:
         if known is not None and known.content_hash == digest and known.status == "indexed":
             return FileOutcome(str(path), "unchanged", chunks=known.chunk_count)
         try:
-            parsed = read_document(path, self.settings.max_file_bytes)
+            parsed = read_document(
+                path, self.settings.max_file_bytes, max_expanded_bytes=int(self.settings.max_expanded_mb * 2**20),
+                timeout_s=self.settings.parse_timeout_s, should_cancel=should_cancel,
+            )
             chunks = self.chunker.split(parsed.text)
             if not chunks:
                 raise ReadError("no text to index")
@@ -233,6 +239,8 @@ class IngestPipeline:
             return FileOutcome(str(path), "failed", error=str(exc))
         except FileNotFoundError:
             return FileOutcome(str(path), "failed", error="file vanished during ingestion")
+        except ReadCancelled as exc:  # the file is not at fault: nothing is recorded for it
+            raise Cancelled(f"cancelled while reading {path}") from exc
         state.pending.append(
             _Pending(path, digest, st.st_size, st.st_mtime, parsed.doc_type, parsed.title, parsed.metadata, chunks)
         )
@@ -275,7 +283,9 @@ class IngestPipeline:
                             chunks=records, summary_pending=summarize_pending,
                         )
                 except Exception as exc:  # one document's commit failure must not lose the batch
-                    log.exception("commit failed for %s", item.path)
+                    # One line per document (a full disk fails them all); the traceback at DEBUG.
+                    log.error("commit failed for %s: %s", item.path, exc)
+                    log.debug("commit failure of %s", item.path, exc_info=True)
                     self._mark_failed(state, item.path, f"could not store document: {exc}")
 
         self.store.write(state.coll, work, follow=False)
