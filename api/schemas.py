@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag.types import DocumentInfo, Hit, Source, Usage
+from rag.types import DocumentInfo, Hit, Source, SynthesisMode, Usage
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 """Collection names double as folder names for uploads, so they are restricted to a safe alphabet."""
@@ -31,7 +31,6 @@ def CollectionRef() -> Any:
     return Field(default="default", min_length=1, max_length=200, pattern=NO_NUL, description="Collection to read from.")
 
 
-SynthesisMode = Literal["compact", "refine", "tree_summarize"]
 RetrievalMode = Literal["hybrid", "dense", "lexical"]
 JobState = Literal["queued", "running", "cancelling", "done", "failed", "cancelled", "interrupted"]
 

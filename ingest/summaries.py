@@ -38,12 +38,12 @@ from sqlalchemy.orm import Session
 
 from ingest.pipeline import Cancelled, ProgressFn
 from rag.budget import BudgetedPrompt, Passage, budget_prompt
-from rag.models.embedder import Embedder
+from rag.models.embedder import Embedder, check_same_embedder
 from rag.models.llm import LLM
 from rag.settings import Settings
 from rag.store.schema import Chunk, Collection, Document
 from rag.store.indexes import encode_vector
-from rag.store.store import Changes, Store, StoreError
+from rag.store.store import Changes, Store
 
 log = logging.getLogger(__name__)
 
@@ -182,11 +182,7 @@ class Summarizer:
         Raises :class:`ingest.pipeline.Cancelled` when ``should_cancel`` says so; what was written stays.
         """
         coll = self.store.collection(collection)
-        if coll.embed_model != self.embedder.name:
-            raise StoreError(
-                f"collection '{collection}' was embedded with '{coll.embed_model}' but the loaded embedder is "
-                f"'{self.embedder.name}'"
-            )
+        check_same_embedder(collection, coll.embed_model, self.embedder.name)
         todo = self._select(coll.id, doc_ids, force)
         written = failed = 0
         last_save = time.monotonic()

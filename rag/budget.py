@@ -70,10 +70,6 @@ class BudgetedPrompt:
     scaffold_tokens: int = 0  # rendered prompt without any passage
     shrinks: int = 0  # times the real rendered count forced a cut after the estimate (template boundary effects)
 
-    @property
-    def numbers(self) -> list[int]:
-        return [p.number for p in self.passages]
-
 
 def numbered(passage: Passage, text: str) -> str:
     """``[n] label\\ntext``: the label tells the model (and a reader) where the passage comes from."""

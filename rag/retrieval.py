@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.models.embedder import Embedder
+from rag.models.embedder import Embedder, check_same_embedder
 from rag.settings import Settings
 from rag.store.store import Store, StoreError
 from rag.types import Hit
@@ -68,11 +68,7 @@ class Retriever:
             coll = self.store.collection(collection)
         except StoreError:
             return []
-        if coll.embed_model != self.embedder.name:
-            raise StoreError(
-                f"collection '{collection}' was embedded with '{coll.embed_model}' but the loaded embedder is "
-                f"'{self.embedder.name}'"
-            )
+        check_same_embedder(collection, coll.embed_model, self.embedder.name)
         index = self.store.index(coll, generation=coll.generation)  # the row was just read: no second round trip
         allowed = None
         if path_prefix or document_ids is not None:

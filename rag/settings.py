@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import re
 import typing
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from rag.types import SynthesisMode
 
 DEFAULT_DATA_DIR = Path(".rag-data")
 ENV_PREFIX = "RAG_"
@@ -149,7 +152,7 @@ class Settings(BaseSettings):
     )
     temperature: float = 0.0
     top_p: float = 1.0
-    synthesis_mode: Literal["compact", "refine", "tree_summarize"] = "compact"
+    synthesis_mode: SynthesisMode = SynthesisMode.COMPACT
     abstain_threshold: float = Field(
         default=0.30, description="Best dense cosine below which the service abstains without calling the LLM."
     )
@@ -204,6 +207,8 @@ def _expected_form(annotation: Any) -> str:
         return "a value or a comma-separated list (a JSON list also works)"
     if origin is Literal:
         return "one of " + ", ".join(str(a) for a in args)
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return "one of " + ", ".join(str(member.value) for member in annotation)
     if args and origin is not None:  # X | None
         return _expected_form(args[0])
     words = {bool: "true or false", int: "a whole number", float: "a number", Path: "a path", str: "text"}

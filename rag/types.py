@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
+
+
+class SynthesisMode(StrEnum):
+    """How an answer is drawn from the passages (:mod:`rag.synthesis` has one module per mode).
+
+    The one list of modes: settings, the engine and the API schema all take it, so a new mode is added here once.
+    """
+
+    COMPACT = "compact"  # one call with as many passages as fit
+    REFINE = "refine"  # walk the passages in batches, refining the answer so far
+    TREE_SUMMARIZE = "tree_summarize"  # map over batches, then reduce the partial answers
+
 
 FileStatus = Literal["added", "updated", "unchanged", "removed", "failed", "skipped"]
 SummaryState = Literal["none", "pending", "done", "failed"]
@@ -156,7 +169,7 @@ class Answer:
     sources: list[Source] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     abstained: bool = False
-    mode: str = "compact"
+    mode: str = SynthesisMode.COMPACT.value
     hits: list[Hit] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

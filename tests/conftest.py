@@ -1,4 +1,8 @@
-"""Shared fixtures: real models (the bundled ones), real SQLite/FAISS in tmp dirs, the machine's PostgreSQL."""
+"""Shared fixtures: real models (the bundled ones), real SQLite/FAISS in tmp dirs, the machine's PostgreSQL.
+
+Also what several test modules share: the small test LLM (SmolLM2-135M) with its settings and real passages to
+answer from, and file writing helpers.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,72 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from rag import RAG, Settings  # noqa: E402
+from rag.models import load_llm  # noqa: E402
+from rag.models.local_llm import LocalLLM  # noqa: E402
+from rag.types import Hit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 PG_URL = os.environ.get("RAG_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+SMALL_LLM = "bundled:smollm2-135m"
+SMALL_MAX_NEW = 24  # answer tokens of small_settings: enough for a cited sentence, few enough to stay fast
+
+# Real passages (SQuAD 2.0 dev, Wikipedia "Normans" and "Amazon rainforest" articles, CC BY-SA).
+PASSAGES = [
+    (
+        "normans.txt",
+        (
+            "The Normans (Norman: Nourmands; French: Normands; Latin: Normanni) were the people who in the 10th and "
+            "11th centuries gave their name to Normandy, a region in France. They were descended from Norse "
+            '("Norman" comes from "Norseman") raiders and pirates from Denmark, Iceland and Norway who, under their '
+            "leader Rollo, agreed to swear fealty to King Charles III of West Francia."
+        ),
+    ),
+    (
+        "normans.txt",
+        (
+            "The Norman dynasty had a major political, cultural and military impact on medieval Europe and even the "
+            "Near East. The Normans were famed for their martial spirit and eventually for their Christian piety, "
+            "becoming exponents of the Catholic orthodoxy into which they assimilated."
+        ),
+    ),
+    (
+        "amazon.txt",
+        (
+            "The Amazon rainforest, also known in English as Amazonia or the Amazon Jungle, is a moist broadleaf "
+            "forest that covers most of the Amazon basin of South America. This basin encompasses seven million "
+            "square kilometres, of which five and a half million square kilometres are covered by the rainforest."
+        ),
+    ),
+]
+QUESTION = "In what country is Normandy located?"
+
+
+def make_hits(dense: float = 0.62) -> list[Hit]:
+    """:data:`PASSAGES` as ranked hits; ``dense`` is the best dense score (below the threshold: abstention)."""
+    return [
+        Hit(
+            chunk_id=100 + i,
+            document_id=1 + (i == 2),
+            document=f"/corpus/{name}",
+            collection="default",
+            position=i,
+            text=text,
+            score=1.0 / (60 + i),
+            dense_score=dense - 0.05 * i,
+        )
+        for i, (name, text) in enumerate(PASSAGES)
+    ]
+
+
+def write_files(folder: Path, files: dict[str, str | bytes]) -> None:
+    """Create ``folder`` with these files (names may hold subfolders; text is written as UTF-8)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
 
 
 def shared_data(name: str) -> Path:
@@ -42,6 +108,37 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("RAG_MODELS_DIR", None)
     else:
         os.environ["RAG_MODELS_DIR"] = previous
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread while a module that generates runs: on a shared 2-core machine busy with other jobs,
+    two OpenMP threads spin-wait on each other and SmolLM2 decodes 4-9x slower (measured 11 vs 3 tok/s, and 27 s vs
+    3 s for 40 tokens); alone, one thread costs little. Use with ``pytest.mark.usefixtures``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def small_settings(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for the small model, converted once into the session's shared ``models_dir``."""
+    data_dir = tmp_path_factory.mktemp("small-llm-data")
+    return Settings(
+        data_dir=data_dir, models_dir=models_dir, llm_model=SMALL_LLM, device="cpu", max_new_tokens=SMALL_MAX_NEW,
+        temperature=0.0, top_k=3,
+    )
+
+
+@pytest.fixture(scope="session")
+def small_llm(small_settings: Settings) -> LocalLLM:
+    """The small model loaded in this process (once: ``load_llm`` keeps it)."""
+    llm = load_llm(small_settings)
+    assert isinstance(llm, LocalLLM)
+    return llm
 
 
 @pytest.fixture

@@ -242,17 +242,14 @@ def test_server_as_llm_server_for_the_openai_backend(server: ApiServer, tmp_path
 
     llm = OpenAILLM(Settings(data_dir=tmp_path, llm_backend="openai", llm_base_url=f"{server.url}/v1",
                              llm_model="bundled:smollm2-135m"))
-    try:
-        assert llm.exact_counts and llm.context_window == 8192
-        messages = [{"role": "user", "content": "Name a colour."}]
-        assert llm.count_messages(messages) > llm.count_tokens("Name a colour.")
-        assert llm.truncate("one two three four five six", 3) == "one two three"
-        gen = llm.generate(messages, max_new_tokens=4)
-        assert 0 < gen.completion_tokens <= 4 and gen.prompt_tokens == llm.count_messages(messages)
-        stream = llm.stream(messages, max_new_tokens=4)
-        assert "".join(stream) == stream.generation.text and stream.generation.completion_tokens <= 4
-    finally:
-        llm.close()
+    assert llm.exact_counts and llm.context_window == 8192
+    messages = [{"role": "user", "content": "Name a colour."}]
+    assert llm.count_messages(messages) > llm.count_tokens("Name a colour.")
+    assert llm.truncate("one two three four five six", 3) == "one two three"
+    gen = llm.generate(messages, max_new_tokens=4)
+    assert 0 < gen.completion_tokens <= 4 and gen.prompt_tokens == llm.count_messages(messages)
+    stream = llm.stream(messages, max_new_tokens=4)
+    assert "".join(stream) == stream.generation.text and stream.generation.completion_tokens <= 4
 
 
 # --- confinement, limits, malformed input ------------------------------------------------------

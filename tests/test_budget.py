@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from rag.budget import BudgetError, Passage, budget_prompt, build_messages, numbered, plain
-from rag.models.llm import HFTokenCounter, load_token_counter
+from rag.models.tokens import HFTokenCounter, load_token_counter
 from rag.synthesis import COMPACT_TEMPLATE, REFINE_TEMPLATE, SYSTEM_PROMPT
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -16,14 +16,7 @@ from sqlalchemy import func, select
 
 from rag import RAG
 from rag.store.schema import Chunk, Document
-from tests.conftest import REPO, shared_data
-
-
-def _write(folder: Path, files: dict[str, str | bytes]) -> None:
-    for name, content in files.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+from tests.conftest import REPO, shared_data, write_files
 
 
 def assert_consistent(rag: RAG, collection: str = "default") -> set[int]:
@@ -49,7 +42,7 @@ GARDEN = {
 
 def test_change_detection_edit_delete_rename(make_rag, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
-    _write(docs, GARDEN)
+    write_files(docs, GARDEN)
     rag = make_rag()
     first = rag.ingest(docs)
     assert first.counts() == {"added": 3, "updated": 0, "unchanged": 0, "removed": 0, "failed": 0, "skipped": 0}
@@ -80,7 +73,7 @@ def test_change_detection_edit_delete_rename(make_rag, tmp_path: Path) -> None:
 
 def test_lexical_index_is_shared_by_processes_on_one_data_directory(make_rag, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
-    _write(docs, GARDEN)
+    write_files(docs, GARDEN)
     writer = make_rag()
     writer.ingest(docs)  # the ingestion brings the lexical index up to its last commit
     coll = writer.store.collection("default")
@@ -106,7 +99,7 @@ def test_a_query_behind_another_writer_is_answered_at_once_and_catches_up_behind
     """Another process (here: another data directory on the same database) commits; a query must not wait for the
     lexical index to apply it: the previous state answers, a background thread catches up, dense is current."""
     docs = tmp_path / "docs"
-    _write(docs, GARDEN)
+    write_files(docs, GARDEN)
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     reader = make_rag(tmp_path / "reader", database_url=url)
     writer = make_rag(tmp_path / "writer", database_url=url)
@@ -130,7 +123,7 @@ def test_a_query_behind_another_writer_is_answered_at_once_and_catches_up_behind
 
 def test_bad_inputs_are_reported_and_lose_nothing(make_rag, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
-    _write(
+    write_files(
         docs,
         {
             **GARDEN,
@@ -172,7 +165,7 @@ def test_empty_folder_and_vanishing_file(make_rag, tmp_path: Path) -> None:
     assert report.files == []
 
     docs = tmp_path / "docs"
-    _write(docs, {f"note{i:02d}.txt": f"Note number {i} about topic {i * 7}." for i in range(20)})
+    write_files(docs, {f"note{i:02d}.txt": f"Note number {i} about topic {i * 7}." for i in range(20)})
     victim = docs / "note19.txt"
 
     def progress(done: int, total: int, path: str) -> None:
@@ -187,7 +180,7 @@ def test_empty_folder_and_vanishing_file(make_rag, tmp_path: Path) -> None:
 
 def test_index_is_repaired_from_sql_at_open(make_rag, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
-    _write(docs, GARDEN)
+    write_files(docs, GARDEN)
     data = tmp_path / "data"
     rag = make_rag(data)
     rag.ingest(docs)
@@ -204,7 +197,7 @@ def test_index_is_repaired_from_sql_at_open(make_rag, tmp_path: Path) -> None:
 def test_killed_ingestion_ends_consistent(make_rag, tmp_path: Path) -> None:
     """kill -9 in the middle of an ingest, then run it again: a consistent store with every document."""
     docs = tmp_path / "docs"
-    _write(docs, {f"doc{i:03d}.txt": f"Document {i}. " + " ".join(f"word{i}_{j}" for j in range(150)) for i in range(150)})
+    write_files(docs, {f"doc{i:03d}.txt": f"Document {i}. " + " ".join(f"word{i}_{j}" for j in range(150)) for i in range(150)})
     data = tmp_path / "data"
     env = {**os.environ, "RAG_DATA_DIR": str(data), "RAG_EMBED_BATCH_SIZE": "4"}  # commits every 32 chunks
     proc = subprocess.Popen(
@@ -237,8 +230,8 @@ def test_killed_ingestion_ends_consistent(make_rag, tmp_path: Path) -> None:
 
 def test_concurrent_writers_serialise(make_rag, tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    _write(a, {f"a{i}.txt": f"Alpha file {i} mentions apples and {i} oranges." for i in range(15)})
-    _write(b, {f"b{i}.txt": f"Beta file {i} mentions bicycles and {i} wheels." for i in range(15)})
+    write_files(a, {f"a{i}.txt": f"Alpha file {i} mentions apples and {i} oranges." for i in range(15)})
+    write_files(b, {f"b{i}.txt": f"Beta file {i} mentions bicycles and {i} wheels." for i in range(15)})
     rag = make_rag()
     reports = {}
     threads = [threading.Thread(target=lambda p=p: reports.__setitem__(p.name, rag.ingest(p))) for p in (a, b)]
@@ -253,7 +246,7 @@ def test_concurrent_writers_serialise(make_rag, tmp_path: Path) -> None:
 
 def test_delete_and_filters(make_rag, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
-    _write(docs, GARDEN)
+    write_files(docs, GARDEN)
     rag = make_rag()
     rag.ingest(docs)
     plants = str(docs / "plants")
@@ -299,7 +292,7 @@ def test_retrieval_quality_on_squad_paragraphs(make_rag, tmp_path: Path) -> None
 
 def test_postgres_store(pg_url: str, make_rag, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
-    _write(docs, GARDEN)
+    write_files(docs, GARDEN)
     rag = make_rag(tmp_path / "pgdata", database_url=pg_url)
     assert rag.ingest(docs).added == 3
     assert rag.ingest(docs).unchanged == 3
@@ -311,8 +304,8 @@ def test_a_delete_does_not_wait_for_a_running_ingestion(make_rag, tmp_path: Path
     """A delete is one short transaction ordered by the change log: it must not queue behind the ingestion's
     collection lock (which once froze API threads for a whole job)."""
     docs, more = tmp_path / "docs", tmp_path / "more"
-    _write(docs, GARDEN)
-    _write(more, {f"m{i:03d}.txt": f"Document {i}. " + " ".join(f"word{i}_{j}" for j in range(200)) for i in range(40)})
+    write_files(docs, GARDEN)
+    write_files(more, {f"m{i:03d}.txt": f"Document {i}. " + " ".join(f"word{i}_{j}" for j in range(200)) for i in range(40)})
     rag = make_rag(embed_batch_size=4)
     rag.ingest(docs)
     started = threading.Event()

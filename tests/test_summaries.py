@@ -6,7 +6,7 @@ map-reduce; every request the model receives is recorded so the test can check t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,8 @@ from ingest.summaries import COMBINE_TEMPLATE, PART_TEMPLATE, clean_summary, ded
 from rag import RAG
 from rag.models.llm import Generation
 from rag.store.schema import Chunk
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, SMALL_LLM, write_files
 
-SMALL_LLM = "bundled:smollm2-135m"
 WINDOW = 1024
 SETTINGS = {"llm_model": SMALL_LLM, "context_window": WINDOW, "summary_max_new_tokens": 48}
 
@@ -44,6 +43,8 @@ EDITED_CHESS = (
 )
 _PART_MARK = PART_TEMPLATE.split("{title}")[0]
 _COMBINE_MARK = COMBINE_TEMPLATE.split("{title}")[0]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class RecordingLLM:
@@ -79,30 +80,12 @@ def llm(monkeypatch: pytest.MonkeyPatch) -> RecordingLLM:
     return recorder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """One intra-op thread while this module runs: on a shared 2-core machine busy with other jobs, two OpenMP
-    threads spin-wait on each other and SmolLM2 decodes ~9x slower (measured 27 s vs 3 s for 40 tokens)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     """A fresh data directory; converted models live in the session's shared ``models_dir`` (RAG_MODELS_DIR)."""
     path = tmp_path / "data"
     path.mkdir()
     return path
-
-
-def _write(folder: Path, files: dict[str, str]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (folder / name).write_text(text)
 
 
 def _long_text() -> str:
@@ -136,7 +119,7 @@ def _assert_index_follows_sql(rag_: RAG) -> None:
 
 def test_summaries_lifecycle(make_rag: Callable[..., RAG], data_dir: Path, llm: RecordingLLM, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
-    _write(docs, {**SHORT_DOCS, "essay.txt": _long_text()})
+    write_files(docs, {**SHORT_DOCS, "essay.txt": _long_text()})
     engine = make_rag(data_dir, **SETTINGS)
 
     report = engine.ingest(docs, summarize=True)
@@ -195,7 +178,7 @@ def test_failures_are_recorded_and_runs_resume(
     make_rag: Callable[..., RAG], data_dir: Path, llm: RecordingLLM, tmp_path: Path
 ) -> None:
     docs = tmp_path / "docs"
-    _write(docs, SHORT_DOCS)
+    write_files(docs, SHORT_DOCS)
     engine = make_rag(data_dir, **SETTINGS)
     engine.ingest(docs)  # no summaries asked for: chunks only
     assert {d.summary_state for d in engine.documents()} == {"none"}

@@ -44,20 +44,11 @@ def load_llm(settings: Settings) -> LLM:
 
                 llm = OpenAILLM(settings)
             else:
-                from rag.models.llm import LocalLLM
+                from rag.models.local_llm import LocalLLM
 
                 llm = LocalLLM(settings)
             _llm_cache[key] = llm
         return llm
 
 
-def clear_llm_cache() -> None:
-    """Forget loaded LLMs (tests, or to free memory after switching models)."""
-    from rag.models import llm as llm_module
-
-    with _llm_cache_lock:
-        _llm_cache.clear()
-        llm_module.clear_weights()
-
-
-__all__ = ["clear_llm_cache", "load_llm"]
+__all__ = ["load_llm"]

