@@ -18,9 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from rag.models.llm import Message
+
 log = logging.getLogger(__name__)
 
-Message = dict[str, str]
 MIN_TRUNCATED_TOKENS = 32
 
 
