@@ -27,6 +27,7 @@ import signal
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,8 +36,11 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage
 
+from ingest.pipeline import IngestPipeline
+from rag.models.embedder import load_embedder
 from rag.settings import Settings
 from rag.store.schema import utcnow
+from rag.store.store import Store
 from rag.types import FileOutcome
 
 if TYPE_CHECKING:
@@ -89,7 +93,7 @@ class TaskQueue:
         for outcome in report.files:
             rag.store.record_item(job_id, outcome)
         if not files:
-            _finish_if_complete(rag, job_id)
+            _finish_if_complete(rag.store, job_id)
         for path in files:
             self.actor.send(job_id, collection, str(path), summarize)
         log.info("job %s queued: %d file task(s) into '%s'", job_id, len(files), collection)
@@ -100,53 +104,61 @@ class TaskQueue:
 
 
 # --- the worker side ---------------------------------------------------------------------------------------
-_engine: RAG | None = None
-_engine_lock = threading.Lock()
+@dataclass
+class _WorkerParts:
+    """What a task needs: the store and the pipeline (with its embedder), not a whole engine."""
+
+    settings: Settings
+    store: Store
+    pipeline: IngestPipeline
 
 
-def _worker_engine() -> RAG:
-    """One engine per worker process, built from the environment (``RAG_*``) on first use: it loads the
-    embedder once and never loads or follows the search indexes (workers write; they do not answer)."""
-    global _engine
-    with _engine_lock:
-        if _engine is None:
-            from rag.engine import RAG
+_parts: _WorkerParts | None = None
+_parts_lock = threading.Lock()
 
-            _engine = RAG(settings=Settings())
-            _engine.store.follow_indexes = False
-        return _engine
+
+def _worker_parts() -> _WorkerParts:
+    """One store and pipeline per worker process, built from the environment (``RAG_*``) on first use. The store
+    never loads or follows the search indexes: workers write; the processes that answer follow the log."""
+    global _parts
+    with _parts_lock:
+        if _parts is None:
+            settings = Settings()
+            store = Store(settings)
+            store.follow_indexes = False
+            _parts = _WorkerParts(settings, store, IngestPipeline(store, load_embedder(settings), settings))
+        return _parts
 
 
 def _run_task(job_id: str, collection: str, path: str, summarize: bool) -> None:
-    rag = _worker_engine()
-    store = rag.store
+    parts = _worker_parts()
+    store = parts.store
     run = store.get_run(job_id)
     if run is None or run.state not in _LIVE:  # cancelled (or deleted): acknowledge without work
         store.record_item(job_id, FileOutcome(path, "skipped", error=f"job {run.state if run else 'gone'}"))
-        _finish_if_complete(rag, job_id)
+        _finish_if_complete(store, job_id)
         return
     store.transition_run(job_id, ["queued"], state="running", started_at=utcnow())
     started = time.monotonic()
     try:
-        outcome = rag.pipeline.ingest_file(collection, Path(path), summarize_pending=summarize)
+        outcome = parts.pipeline.ingest_file(collection, Path(path), summarize_pending=summarize)
     except Exception as exc:
         message = CurrentMessage.get_current_message()
         retries = message.options.get("retries", 0) if message is not None else 0
-        if retries >= rag.settings.task_max_retries:  # the last try: the message goes to the dead letters
+        if retries >= parts.settings.task_max_retries:  # the last try: the message goes to the dead letters
             log.exception("giving up on %s after %d retries", path, retries)
             store.record_item(job_id, FileOutcome(path, "failed", error=f"{type(exc).__name__}: {exc}"[:1000]))
-            _finish_if_complete(rag, job_id)
+            _finish_if_complete(store, job_id)
         raise
     worked = time.monotonic() - started
     size = Path(path).stat().st_size if outcome.status in ("added", "updated") else 0
     store.record_item(job_id, outcome, size)
-    _finish_if_complete(rag, job_id)
+    _finish_if_complete(store, job_id)
     log.info("%s %s in %.3fs (bookkeeping %.3fs)", outcome.status, path, worked, time.monotonic() - started - worked)
 
 
-def _finish_if_complete(rag: RAG, job_id: str) -> None:
+def _finish_if_complete(store: Store, job_id: str) -> None:
     """The task that records a job's last file finishes it."""
-    store = rag.store
     run = store.get_run(job_id)
     if run is None:
         return
@@ -163,7 +175,7 @@ def _finish_if_complete(rag: RAG, job_id: str) -> None:
 def run_worker(settings: Settings, threads: int) -> None:
     """``rag worker``: consume ingestion tasks until SIGINT / SIGTERM, then finish the tasks in hand."""
     queue = TaskQueue(settings)
-    _worker_engine().pipeline  # noqa: B018 - load the embedder and chunker before the first message, not holding it
+    _worker_parts()  # load the embedder before the first message, not while holding one
     worker = dramatiq.Worker(queue.broker, worker_threads=threads, worker_timeout=1000)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
