@@ -136,7 +136,7 @@ def distractors(docs: list[dict], n: int) -> list[str]:
     return [" ".join(words[row]) for row in picks]
 
 
-def run(engine_cls, docs: list[dict], claims: list[dict], qrels: dict[str, set[int]], extra: list[str]) -> dict:  # noqa: ANN001
+def run(engine_cls, docs: list[dict], claims: list[dict], qrels: dict[str, set[int]], extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         gc.collect()
         before = rss_mb()

@@ -173,7 +173,7 @@ def change_cost(rag, rng: np.random.Generator, n: int) -> dict:
                 word = marker if op == "add" else marker + "b"
                 records = [ChunkRecord(j, f"{word} change {j}", 3, vecs[j]) for j in range(10)]
 
-                def work(s, changes, records=records, path=path) -> None:
+                def work(s, changes, records=records, path=path, op=op) -> None:
                     rag.store.replace_document(
                         s, changes, coll, path=path, content_hash=op, size=0, mtime=0.0, doc_type="txt", title=None, meta={},
                         chunks=records, summary_pending=False,

@@ -81,10 +81,10 @@ def write_corpus(folder: Path, corpus: list[dict]) -> None:
 def run_ours(folder: Path, work: Path) -> dict:
     from rag import RAG
 
-    corpus, queries, qrels = load()
+    _, queries, qrels = load()
     rag = RAG(work / "data")
     t = time.perf_counter()
-    rag.embedder  # load the model outside the timed region, as the baseline does (first use: the ONNX export)
+    _ = rag.embedder  # load the model outside the timed region, as the baseline does (first use: the ONNX export)
     model_load_s = time.perf_counter() - t
     t = time.perf_counter()
     report = rag.ingest(folder, summarize=False)
@@ -114,7 +114,7 @@ def run_ours(folder: Path, work: Path) -> dict:
     return out
 
 
-def chunk_ids(rag) -> list[int]:  # noqa: ANN001
+def chunk_ids(rag) -> list[int]:
     from sqlalchemy import select
 
     from rag.store.schema import Chunk
@@ -123,7 +123,7 @@ def chunk_ids(rag) -> list[int]:  # noqa: ANN001
         return list(s.scalars(select(Chunk.id)))
 
 
-def minilm_tokenizer():  # noqa: ANN201 - a transformers tokenizer
+def minilm_tokenizer():
     from transformers import AutoTokenizer
 
     from rag.models.embedder import resolve_embed_model
@@ -131,7 +131,7 @@ def minilm_tokenizer():  # noqa: ANN201 - a transformers tokenizer
     return AutoTokenizer.from_pretrained(resolve_embed_model("bundled:all-MiniLM-L6-v2"))
 
 
-def embedded_tokens(tokenizer, texts: list[str]) -> int:  # noqa: ANN001
+def embedded_tokens(tokenizer, texts: list[str]) -> int:
     """Word pieces MiniLM actually reads: [CLS] + text + [SEP], cut at its 256-token window."""
     return sum(min(256, len(ids)) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
 
@@ -140,13 +140,13 @@ def run_baseline(folder: Path, work: Path, chunking: str) -> dict:
     import faiss
     from llama_index.core import Settings as LISettings
     from llama_index.core import SimpleDirectoryReader, StorageContext, VectorStoreIndex
+    from llama_index.core.node_parser import SentenceSplitter
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
     from llama_index.vector_stores.faiss import FaissVectorStore
 
     from rag.models.embedder import resolve_embed_model
 
-    corpus, queries, qrels = load()
-    from llama_index.core.node_parser import SentenceSplitter
+    _, queries, qrels = load()
 
     LISettings.llm = None
     model_path = resolve_embed_model("bundled:all-MiniLM-L6-v2")

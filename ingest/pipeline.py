@@ -183,7 +183,7 @@ class IngestPipeline:
         self._remove(state, removed)
         return found.files, known
 
-    def _run(self, state: _Run, paths, progress, should_cancel, summarize_pending) -> None:  # noqa: ANN001
+    def _run(self, state: _Run, paths, progress, should_cancel, summarize_pending) -> None:
         files, known = self._walk(state, paths)
         total = len(files)
         for done, path in enumerate(files, start=1):

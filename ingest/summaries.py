@@ -41,8 +41,8 @@ from rag.budget import BudgetedPrompt, Passage, budget_prompt
 from rag.models.embedder import Embedder, check_same_embedder
 from rag.models.llm import LLM
 from rag.settings import Settings
-from rag.store.schema import Chunk, Collection, Document
 from rag.store.indexes import encode_vector
+from rag.store.schema import Chunk, Collection, Document
 from rag.store.store import Changes, Store
 
 log = logging.getLogger(__name__)

@@ -7,4 +7,4 @@ from rag.engine import RAG
 from rag.settings import Settings
 from rag.types import Answer, DocumentInfo, FileOutcome, Hit, IngestReport, Source, Usage
 
-__all__ = ["RAG", "Settings", "Answer", "DocumentInfo", "FileOutcome", "Hit", "IngestReport", "Source", "Usage"]
+__all__ = ["RAG", "Answer", "DocumentInfo", "FileOutcome", "Hit", "IngestReport", "Settings", "Source", "Usage"]

@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from rag.settings import Settings
 from rag.store.store import Store, StoreError
@@ -253,7 +253,7 @@ class RAG:
             queue.close()
         self.store.close()
 
-    def __enter__(self) -> RAG:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

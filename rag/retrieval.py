@@ -99,13 +99,13 @@ class Retriever:
         return self._materialise(index, query, candidates, top_k, coll.name)
 
     @staticmethod
-    def _dense_scores(index, query: np.ndarray, candidates: list[_Candidate]) -> None:  # noqa: ANN001
+    def _dense_scores(index, query: np.ndarray, candidates: list[_Candidate]) -> None:
         known, vecs = index.vectors([c.chunk_id for c in candidates])
         scores = dict(zip(known, (vecs @ query).tolist()))
         for c in candidates:
             c.dense = scores.get(c.chunk_id)
 
-    def _materialise(self, index, query: np.ndarray, candidates: list[_Candidate], top_k: int, collection: str) -> list[Hit]:  # noqa: ANN001
+    def _materialise(self, index, query: np.ndarray, candidates: list[_Candidate], top_k: int, collection: str) -> list[Hit]:
         rows = self.store.chunk_rows([c.chunk_id for c in candidates])
         hits: list[Hit] = []
         seen: set[int] = set()
@@ -125,7 +125,7 @@ class Retriever:
                         hits.append(_hit(extra, collection, c.score * 0.999, dense, None))
         return hits[:top_k]
 
-    def _route(self, index, query: np.ndarray, doc_ids: list[int]) -> dict[int, list[tuple[int, float]]]:  # noqa: ANN001
+    def _route(self, index, query: np.ndarray, doc_ids: list[int]) -> dict[int, list[tuple[int, float]]]:
         """For each document whose summary matched: its best chunks by dense score."""
         out: dict[int, list[tuple[int, float]]] = {}
         for doc_id, chunk_ids in self.store.chunk_ids_of_documents(doc_ids).items():
@@ -138,7 +138,7 @@ class Retriever:
         return out
 
 
-def _hit(row, collection: str, score: float, dense: float | None, lexical: float | None) -> Hit:  # noqa: ANN001
+def _hit(row, collection: str, score: float, dense: float | None, lexical: float | None) -> Hit:
     return Hit(
         chunk_id=row.id,
         document_id=row.document_id,

@@ -17,10 +17,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rag import RAG, Settings  # noqa: E402
-from rag.models import load_llm  # noqa: E402
-from rag.models.local_llm import LocalLLM  # noqa: E402
-from rag.types import Hit  # noqa: E402
+from rag import RAG, Settings
+from rag.models import load_llm
+from rag.models.local_llm import LocalLLM
+from rag.types import Hit
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -164,7 +164,7 @@ def pg_url() -> Iterator[str]:
     try:
         with engine.connect():
             pass
-    except Exception as exc:  # no server on this machine (a laptop): skip, as the contract allows
+    except Exception as exc:  # noqa: BLE001 - no server on this machine (a laptop): skip, as the contract allows
         pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc.__class__.__name__}")
     schema = f"t_{uuid.uuid4().hex[:12]}"
     with engine.begin() as conn:

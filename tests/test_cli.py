@@ -11,7 +11,7 @@ from tests.conftest import REPO
 
 
 def rag_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return subprocess.run(  # noqa: PLW1510 - the tests read the return code themselves
         [sys.executable, "-m", "rag.cli", *args, "--data-dir", str(data_dir)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )

@@ -314,3 +314,54 @@ def test_two_api_replicas_and_two_workers_share_jobs_and_documents(
                     break
                 assert time.monotonic() - finished < 1.0 + 5.0, hits  # 1 s target, slack for a loaded CI machine
                 time.sleep(0.05)
+
+
+def _redis_server(port: int, folder: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--appendonly", "yes",
+         "--save", ""],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while not _reachable("127.0.0.1", port):
+        assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
+        time.sleep(0.1)
+    return proc
+
+
+def test_the_broker_restarting_mid_job_does_not_lose_the_job(tmp_path: Path, pg_url: str) -> None:
+    """A private redis-server (the Redis broker) is stopped and started again while a worker is mid-job: the
+    worker reconnects and the job completes with every file stored once."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    from tests.api_server import free_port
+
+    port, folder = free_port(), tmp_path / "redis"
+    folder.mkdir()
+    redis = _redis_server(port, folder)
+    broker = f"redis://127.0.0.1:{port}/0"
+    docs = tmp_path / "docs"
+    _corpus(docs, 24)
+    pool = Workers(tmp_path, pg_url, "restart-test")
+    pool.start(1, RAG_BROKER_URL=broker, RAG_EMBED_BATCH_SIZE="2")
+    rag = RAG(tmp_path / "api", database_url=pg_url, broker_url=broker, queue_name="restart-test")
+    try:
+        job_id = rag.submit(docs, summarize=False)
+        deadline = time.monotonic() + 180
+        while rag.job(job_id).processed < 3:
+            assert time.monotonic() < deadline, pool.logs()
+            time.sleep(0.1)
+        redis.terminate()  # a graceful restart: the append-only file keeps the queued messages
+        redis.wait(timeout=30)
+        time.sleep(2)
+        redis = _redis_server(port, folder)
+        job = _wait_job(rag, job_id, pool, timeout=300)
+        assert job.state == "done" and job.counts == {"added": 24}, (job, pool.logs())
+        assert _contents(rag) == _single_process(tmp_path, docs)
+    finally:
+        rag.close()
+        pool.stop()
+        redis.terminate()
+        redis.wait(timeout=30)

@@ -49,7 +49,7 @@ def export_dir(model_path: str, root: Path) -> Path:
     return Path(root) / f"onnx-{Path(model_path).parent.name}-{Path(model_path).name}-{key}"
 
 
-def _pooling_mode(model) -> str:  # noqa: ANN001 - a SentenceTransformer
+def _pooling_mode(model) -> str:
     names = [type(module).__name__ for module in model]
     if names[:2] != ["Transformer", "Pooling"] or any(n != "Normalize" for n in names[2:]):
         raise OnnxExportError(f"modules {names}: only Transformer + Pooling (+ Normalize) are exported")
@@ -125,7 +125,7 @@ def _write_export(tmp: Path, model_path: str) -> None:
     (tmp / _META).write_text(json.dumps(meta))
 
 
-def _fuse_bert(path: Path, config) -> None:  # noqa: ANN001 - a transformers PretrainedConfig
+def _fuse_bert(path: Path, config) -> None:
     """Fuse a BERT graph in place with ONNX Runtime's transformer optimizer (one Attention, SkipLayerNorm and
     BiasGelu operator per layer instead of dozens of small ones), before quantisation.
 
