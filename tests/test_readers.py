@@ -159,14 +159,14 @@ def test_unexpected_parser_errors_become_read_errors(tmp_path: Path, monkeypatch
     def broken(data: bytes, max_bytes: int) -> None:
         raise ValueError("the parser tripped")
 
-    monkeypatch.setitem(readers._PARSERS, "txt", broken)
+    monkeypatch.setitem(readers.PARSERS, "txt", broken)
     with pytest.raises(ReadError, match="could not parse txt file: the parser tripped"):
         read_document(path, LIMIT)
 
     def out_of_memory(data: bytes, max_bytes: int) -> None:
         raise MemoryError
 
-    monkeypatch.setitem(readers._PARSERS, "txt", out_of_memory)
+    monkeypatch.setitem(readers.PARSERS, "txt", out_of_memory)
     with pytest.raises(MemoryError):
         read_document(path, LIMIT)
 
