@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from api.errors import APIError
-from rag.store.schema import utcnow
+from rag.types import RUN_FINISHED, RUN_STARTED, Cancelled, utcnow
 
 if TYPE_CHECKING:
     from api.metrics import Metrics
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("done", "failed", "cancelled", "interrupted")
 STALE_HEARTBEATS = 3
 """Missed heartbeats after which a job's process is taken for dead."""
 PROGRESS_INTERVAL_S = 0.5
@@ -116,7 +115,7 @@ class JobManager:
             run = store.get_run(job_id)
             if run is None:
                 raise APIError(404, f"no job {job_id!r}")
-            if run.state in FINISHED:
+            if run.state in RUN_FINISHED:
                 raise APIError(409, f"job {job_id} has already finished ({run.state})")
         with self._lock:
             local = self._cancels.get(job_id)
@@ -174,8 +173,6 @@ class JobManager:
                 self._cancels.pop(job_id, None)
 
     def _ingest(self, job_id: str, paths: list[str], collection: str, summarize: bool | None, cancel: _Cancel) -> None:
-        from ingest.pipeline import Cancelled  # the engine raises it from should_cancel; not re-exported by rag
-
         store = self.rag.store
         last_write = 0.0
         progress_state = {"processed": 0, "total": 0}
@@ -188,7 +185,6 @@ class JobManager:
                 last_write = now
                 store.update_run(job_id, processed=done, total=total, message=f"last file: {path}")
 
-        live = ["running", "cancelling"]
         try:
             report = self.rag.ingest(
                 list[str | Path](paths), collection, summarize=summarize, progress=progress, should_cancel=cancel
@@ -196,13 +192,13 @@ class JobManager:
         except Cancelled as exc:
             state = "interrupted" if self.stopping.is_set() and not cancel.event.is_set() else "cancelled"
             why = "the server stopped during the job" if state == "interrupted" else str(exc)
-            store.transition_run(job_id, live, state=state, message=why, finished_at=utcnow(), **progress_state)
+            store.transition_run(job_id, RUN_STARTED, state=state, message=why, finished_at=utcnow(), **progress_state)
             self.metrics.jobs.labels(state).inc()
             log.info("job %s %s: %s", job_id, state, why)
             return
         except Exception as exc:
             log.exception("job %s failed", job_id)
-            store.transition_run(job_id, live, state="failed", message=f"{type(exc).__name__}: {exc}"[:1000],
+            store.transition_run(job_id, RUN_STARTED, state="failed", message=f"{type(exc).__name__}: {exc}"[:1000],
                                  finished_at=utcnow(), **progress_state)
             self.metrics.jobs.labels("failed").inc()
             return
@@ -211,7 +207,7 @@ class JobManager:
         errors = [{"path": f.path, "status": f.status, "error": f.error} for f in report.failures]
         seen = sum(1 for f in report.files if f.status != "removed")
         store.transition_run(
-            job_id, live, state="done", counts=counts, errors=errors, finished_at=utcnow(),
+            job_id, RUN_STARTED, state="done", counts=counts, errors=errors, finished_at=utcnow(),
             processed=max(progress_state["processed"], seen), total=max(progress_state["total"], seen),
             message=f"{report.elapsed_s:.1f}s",
         )

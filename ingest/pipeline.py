@@ -34,20 +34,13 @@ from rag.models.embedder import Embedder
 from rag.settings import Settings
 from rag.store.schema import Collection, Document
 from rag.store.store import Changes, ChunkRecord, Store
-from rag.types import FileOutcome, IngestReport
+from rag.types import Cancelled, FileOutcome, IngestReport, ProgressFn  # Cancelled, ProgressFn: also imported from here
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int, int, str], None]
-"""Called as (files done, files total, current path) after each file."""
 
 FLUSH_BATCHES = 8
 """Documents are committed once this many embedding batches of chunks are waiting: large enough to keep the
 model busy at full batch size, small enough that an interrupt loses little work."""
-
-
-class Cancelled(Exception):
-    """Raised inside a run when its ``should_cancel`` callback says so."""
 
 
 @dataclass

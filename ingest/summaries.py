@@ -36,7 +36,6 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from ingest.pipeline import Cancelled, ProgressFn
 from rag.budget import BudgetedPrompt, Passage, budget_prompt
 from rag.models.embedder import Embedder, check_same_embedder
 from rag.models.llm import LLM
@@ -44,6 +43,7 @@ from rag.settings import Settings
 from rag.store.indexes import encode_vector
 from rag.store.schema import Chunk, Collection, Document
 from rag.store.store import Changes, Store
+from rag.types import Cancelled, ProgressFn
 
 log = logging.getLogger(__name__)
 

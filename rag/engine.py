@@ -14,7 +14,7 @@ from typing import Any, Self
 
 from rag.settings import Settings
 from rag.store.store import Store, StoreError
-from rag.types import Answer, DocumentInfo, Hit, IngestReport, JobInfo
+from rag.types import Answer, DocumentInfo, Hit, IngestReport, JobInfo, ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class RAG:
         collection: str = "default",
         *,
         summarize: bool | None = None,
-        progress: Callable[[int, int, str], None] | None = None,
+        progress: ProgressFn | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> IngestReport:
         """Bring the collection in line with ``paths``: new and changed files are indexed, unchanged files
@@ -135,7 +135,7 @@ class RAG:
         *,
         documents: list[str | int] | None = None,
         force: bool = False,
-        progress: Callable[[int, int, str], None] | None = None,
+        progress: ProgressFn | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> tuple[int, int]:
         """Write summaries for documents whose summary is pending (or all/the given ones with ``force``);

@@ -1,8 +1,13 @@
-"""Result types shared by the SDK, the CLI and the API (which serialises them as JSON)."""
+"""Types shared across the layers: the results the SDK, the CLI and the API show (the API serialises them as JSON),
+and the vocabulary of ingestion jobs (their states, the progress callback, the cancel signal) that the faces, the
+engine, ingestion and the store all speak. Kept here, at the bottom, so none of them imports another for a name.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -16,6 +21,30 @@ class SynthesisMode(StrEnum):
     COMPACT = "compact"  # one call with as many passages as fit
     REFINE = "refine"  # walk the passages in batches, refining the answer so far
     TREE_SUMMARIZE = "tree_summarize"  # map over batches, then reduce the partial answers
+
+
+# --- ingestion jobs -------------------------------------------------------------------------------------------
+
+RunState = Literal["queued", "running", "cancelling", "done", "failed", "cancelled", "interrupted"]
+"""An ingestion job's state as SQL stores it and every face shows it."""
+RUN_LIVE: tuple[RunState, ...] = ("queued", "running", "cancelling")
+"""Not finished yet: its owner still beats a heartbeat into it, and a sweep may mark it interrupted."""
+RUN_STARTED: tuple[RunState, ...] = ("running", "cancelling")
+"""Picked up by a worker: the states a started job ends from (a cancel may arrive while it runs)."""
+RUN_FINISHED: tuple[RunState, ...] = ("done", "failed", "cancelled", "interrupted")
+"""Final: nothing changes a finished job, and cancelling one is refused."""
+
+ProgressFn = Callable[[int, int, str], None]
+"""Called as (files done, files total, current path) after each file."""
+
+
+class Cancelled(Exception):
+    """Raised inside a run when its ``should_cancel`` callback says so."""
+
+
+def utcnow() -> datetime:
+    """The clock every stored timestamp uses (timezone-aware UTC): rows, and the job states the faces stamp."""
+    return datetime.now(UTC)
 
 
 FileStatus = Literal["added", "updated", "unchanged", "removed", "failed", "skipped"]

@@ -15,9 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rag.store.schema import IngestionItem, IngestionRun, utcnow
-from rag.types import FileOutcome
+from rag.types import RUN_LIVE, FileOutcome
 
-_LIVE_RUN_STATES = ("queued", "running", "cancelling")
 _FINAL_ITEM = ("added", "updated")
 """An item that reached one of these keeps it when a second delivery of its task finds the file unchanged."""
 
@@ -67,7 +66,7 @@ class RunRecords:
         with self.sessions.begin() as s:
             s.execute(
                 update(IngestionRun)
-                .where(IngestionRun.id.in_(run_ids), IngestionRun.state.in_(_LIVE_RUN_STATES))
+                .where(IngestionRun.id.in_(run_ids), IngestionRun.state.in_(RUN_LIVE))
                 .values(heartbeat_at=utcnow())
             )
 
@@ -81,7 +80,7 @@ class RunRecords:
             res = s.execute(
                 update(IngestionRun)
                 .where(
-                    IngestionRun.state.in_(_LIVE_RUN_STATES),
+                    IngestionRun.state.in_(RUN_LIVE),
                     func.coalesce(IngestionRun.executor, "thread") == "thread",
                     func.coalesce(IngestionRun.heartbeat_at, IngestionRun.created_at) < cutoff,
                 )

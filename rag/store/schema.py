@@ -7,7 +7,7 @@ lexical) only follow this data, through ``index_log``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -23,9 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from rag.types import utcnow  # the one clock; the store's modules take it from here with the tables it stamps
 
 
 class Base(DeclarativeBase):
