@@ -174,6 +174,17 @@ class RAG:
             raise KeyError(f"no document {path_or_id!r}")
         return doc.id
 
+    def ready(self) -> bool:
+        """Whether the store answers a query now; a failure is logged, not raised, since a probe only asks yes or no.
+
+        Models are not asked: they load lazily, and the API tracks their loading itself."""
+        try:
+            self.store.ping()
+        except Exception as exc:  # noqa: BLE001 - any failure means: the database is down or unreachable
+            log.warning("readiness: store check failed: %s", exc)
+            return False
+        return True
+
     # --- query -------------------------------------------------------------------------------------
     def retrieve(
         self,

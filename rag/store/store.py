@@ -96,6 +96,13 @@ class Store(RunRecords):
         self.indexes.save_all()
         self.engine.dispose()
 
+    def ping(self) -> None:
+        """One round trip to the database (``SELECT 1``); raises whatever the driver raises when it cannot answer.
+
+        Readiness asks this, not a query of its own, so every SQL statement stays in the store."""
+        with self.session() as s:
+            s.execute(text("SELECT 1"))
+
     # --- collections -----------------------------------------------------------------------------
     def session(self) -> Session:
         return self.sessions()
