@@ -4,12 +4,12 @@
 
 Runs, each on a fresh database (PostgreSQL schema, or SQLite when --db is not given):
 - in-process: ``RAG.ingest`` (documents embedded in batches across files, committed per document);
-- per-file loop: ``IngestPipeline.ingest_file`` for each file in one process, no broker: the unit of work a task
-  does, so (1 worker - per-file loop) is the queue's own cost;
+- task loop: ``IngestPipeline.ingest_files`` over batches of ``RAG_TASK_FILES`` files in one process, no broker:
+  the units of work the tasks do, so (1 worker - task loop) is the queue's own cost;
 - 1 worker and 2 workers: ``RAG.submit`` to real `rag worker` subprocesses, from submission to the job done
   (workers started and their models loaded before the clock starts).
 
-Coordination overhead = 1 - (per-file loop time / 1-worker job time): the share of the job not spent parsing,
+Coordination overhead = 1 - (task loop time / 1-worker job time): the share of the job not spent parsing,
 embedding or committing. On a 2-core machine two workers share the cores, so their docs/s cannot double; the number
 that matters is per-worker throughput against the in-process pipeline.
 """
@@ -61,16 +61,17 @@ def in_process(folder: Path, db: str, tmp: Path) -> float:
     return elapsed
 
 
-def per_file_loop(folder: Path, db: str, tmp: Path) -> float:
+def task_loop(folder: Path, db: str, tmp: Path) -> float:
     from rag import RAG
 
     rag = RAG(tmp / "loop", database_url=db)
     rag.store.follow_indexes = False  # as in a worker
     pipeline = rag.pipeline
     files = sorted(folder.iterdir())
+    size = rag.settings.task_files
     t = time.perf_counter()
-    for path in files:
-        pipeline.ingest_file("default", path)
+    for start in range(0, len(files), size):
+        pipeline.ingest_files("default", files[start : start + size])
     elapsed = time.perf_counter() - t
     rag.close()
     return elapsed
@@ -120,14 +121,14 @@ def main() -> None:
         out: dict = {"docs": n, "db": "postgresql" if args.db else "sqlite"}
         for label, run in [
             ("in_process", lambda: in_process(folder, fresh_db(args.db, tmp), tmp)),
-            ("per_file_loop", lambda: per_file_loop(folder, fresh_db(args.db, tmp), tmp)),
+            ("task_loop", lambda: task_loop(folder, fresh_db(args.db, tmp), tmp)),
             ("workers_1", lambda: with_workers(folder, fresh_db(args.db, tmp), tmp, args.broker, 1)),
             ("workers_2", lambda: with_workers(folder, fresh_db(args.db, tmp), tmp, args.broker, 2)),
         ]:
             elapsed = run()
             out[label] = {"s": round(elapsed, 1), "docs_per_s": round(n / elapsed, 2)}
             print(json.dumps({label: out[label]}), flush=True)
-        out["coordination_overhead"] = round(1 - out["per_file_loop"]["s"] / out["workers_1"]["s"], 3)
+        out["coordination_overhead"] = round(1 - out["task_loop"]["s"] / out["workers_1"]["s"], 3)
         out["one_worker_vs_in_process"] = round(out["workers_1"]["docs_per_s"] / out["in_process"]["docs_per_s"], 3)
         print(json.dumps(out, indent=1))
 

@@ -8,14 +8,16 @@ Celery needs ``acks_late`` + ``reject_on_worker_lost`` + hand-written retry and 
 RQ has no acknowledgement at all; arq is Redis-only.
 
 The shape of a job (``enqueue_job``): the submitting process walks and diffs the folders (cheap: a stat per file),
-removes the documents of files that are gone, records the job with its total, and sends one message per file.
-A worker (``ingest_file_task``) ingests its file start to end in one transaction per document, which the change
+removes the documents of files that are gone, records the job with its total, and sends one message per batch of
+``RAG_TASK_FILES`` files.
+A worker ingests the files of its task (a few, embedded together: see ``Settings.task_files``) start to end,
+in one transaction per document, which the change
 log orders with every other writer's, so any number of workers may write one collection at once. Each task
 records an item row; the job's progress is counted from those rows, and the task that records the last one
 finishes the job (a compare-and-set, so two last tasks cannot both finish it). A cancelled job's remaining tasks
 are acknowledged without work.
 
-Tasks are idempotent (see :meth:`ingest.pipeline.IngestPipeline.ingest_file`), so redelivery never stores a file
+Tasks are idempotent (see :meth:`ingest.pipeline.IngestPipeline.ingest_files`), so redelivery never stores a file
 twice. Errors that another try can fix (the database unreachable, a lock timeout) raise and are retried; a file
 that cannot be read is recorded as failed and the job goes on.
 """
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ACTOR = "ingest_file"
+ACTOR = "ingest_files"
 _LIVE = ("queued", "running")
 
 
@@ -94,9 +96,10 @@ class TaskQueue:
             rag.store.record_item(job_id, outcome)
         if not files:
             _finish_if_complete(rag.store, job_id)
-        for path in files:
-            self.actor.send(job_id, collection, str(path), summarize)
-        log.info("job %s queued: %d file task(s) into '%s'", job_id, len(files), collection)
+        size = self.settings.task_files
+        for start in range(0, len(files), size):
+            self.actor.send(job_id, collection, [str(p) for p in files[start : start + size]], summarize)
+        log.info("job %s queued: %d file(s) in tasks of %d into '%s'", job_id, len(files), size, collection)
         return job_id
 
     def close(self) -> None:
@@ -130,31 +133,34 @@ def _worker_parts() -> _WorkerParts:
         return _parts
 
 
-def _run_task(job_id: str, collection: str, path: str, summarize: bool) -> None:
+def _run_task(job_id: str, collection: str, paths: list[str], summarize: bool) -> None:
     parts = _worker_parts()
     store = parts.store
     run = store.get_run(job_id)
     if run is None or run.state not in _LIVE:  # cancelled (or deleted): acknowledge without work
-        store.record_item(job_id, FileOutcome(path, "skipped", error=f"job {run.state if run else 'gone'}"))
+        for path in paths:
+            store.record_item(job_id, FileOutcome(path, "skipped", error=f"job {run.state if run else 'gone'}"))
         _finish_if_complete(store, job_id)
         return
     store.transition_run(job_id, ["queued"], state="running", started_at=utcnow())
     started = time.monotonic()
     try:
-        outcome = parts.pipeline.ingest_file(collection, Path(path), summarize_pending=summarize)
+        outcomes = parts.pipeline.ingest_files(collection, [Path(p) for p in paths], summarize_pending=summarize)
     except Exception as exc:
         message = CurrentMessage.get_current_message()
         retries = message.options.get("retries", 0) if message is not None else 0
         if retries >= parts.settings.task_max_retries:  # the last try: the message goes to the dead letters
-            log.exception("giving up on %s after %d retries", path, retries)
-            store.record_item(job_id, FileOutcome(path, "failed", error=f"{type(exc).__name__}: {exc}"[:1000]))
+            log.exception("giving up on %d file(s) after %d retries", len(paths), retries)
+            for path in paths:
+                store.record_item(job_id, FileOutcome(path, "failed", error=f"{type(exc).__name__}: {exc}"[:1000]))
             _finish_if_complete(store, job_id)
         raise
     worked = time.monotonic() - started
-    size = Path(path).stat().st_size if outcome.status in ("added", "updated") else 0
-    store.record_item(job_id, outcome, size)
+    for outcome in outcomes:
+        size = Path(outcome.path).stat().st_size if outcome.status in ("added", "updated") else 0
+        store.record_item(job_id, outcome, size)
     _finish_if_complete(store, job_id)
-    log.info("%s %s in %.3fs (bookkeeping %.3fs)", outcome.status, path, worked, time.monotonic() - started - worked)
+    log.info("%d file(s) in %.3fs (bookkeeping %.3fs)", len(paths), worked, time.monotonic() - started - worked)
 
 
 def _finish_if_complete(store: Store, job_id: str) -> None:

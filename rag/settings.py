@@ -103,6 +103,10 @@ class Settings(BaseSettings):
         description="Broker queue of the ingestion tasks: deployments sharing a broker use different names.",
     )
     worker_threads: int = Field(default=1, ge=1, description="Tasks one `rag worker` runs at once.")
+    task_files: int = Field(
+        default=16, ge=1, le=1000, description="Files per queued task: embedded together (one file per task ran "
+        "short documents at embedding batch size 1-2), each still committed in its own transaction.",
+    )
     task_max_retries: int = Field(
         default=5, ge=0, description="Retries (exponential backoff, 0.5 s to 30 s) of a task that raised, e.g. "
         "while the database was unreachable; then the file is marked failed and the message dead-lettered.",
