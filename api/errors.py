@@ -51,6 +51,16 @@ def error_body(message: str, type_: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, **extra}}
 
 
+def stream_error_body(exc: Exception, what: str) -> dict[str, Any]:
+    """The error body a stream sends in-band once its status line has gone out; a bug is logged here, with its
+    traceback, since the client only gets the generic message."""
+    mapped = translate(exc)
+    if mapped is None:
+        log.error("%s stream failed", what, exc_info=exc)
+        return error_body("internal server error; the server log has the details", "server_error")
+    return error_body(mapped.message, mapped.type)
+
+
 def error_response(status: int, message: str, type_: str | None = None, headers: dict[str, str] | None = None,
                    **extra: Any) -> JSONResponse:
     return JSONResponse(error_body(message, type_ or _TYPES.get(status, "error"), **extra), status, headers=headers)

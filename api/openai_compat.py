@@ -13,28 +13,27 @@ The official ``openai`` client works against this unchanged; unknown OpenAI para
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from typing import Annotated, Any, Literal
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from api import schemas as S
 from api.concurrency import NO_SLOT, LLMGate, Slot, abstention, admit
 from api.deps import get_metrics, get_rag, get_settings
-from api.errors import APIError, translate
+from api.errors import APIError, stream_error_body, translate
 from api.metrics import Metrics
+from api.openai_schemas import ChatMessage, ChatRequest, DetokenizeRequest, ModelList, TokenizeRequest, TokenizeResponse
 from api.security import require_api_key
-from api.streaming import BlockingStream, GatedStreamingResponse, sse
+from api.sse import sse
+from api.streaming import BlockingStream, GatedStreamingResponse
 from rag.engine import RAG
 from rag.settings import Settings
 from rag.types import Answer
-
-log = logging.getLogger(__name__)
 
 RAG_MODEL = "rag"
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -44,84 +43,56 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-# --- schemas -------------------------------------------------------------------------------------
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str = Field(max_length=50)
-    text: str | None = None
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(p.text or "" for p in self.content if p.type in ("text", "input_text"))
-        return self.content or ""
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
-
-
-class ChatRequest(BaseModel):
-    """The OpenAI chat request; RAG options (collection, top_k, mode) ride as extra fields."""
-
-    model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1, max_length=500)
-    messages: list[ChatMessage] = Field(min_length=1, max_length=500)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    n: int = Field(default=1, ge=1, le=1, description="Only one choice is supported.")
-    collection: str = Field(default="default", min_length=1, max_length=200, pattern=r"^[^\x00]+$")
-    top_k: int | None = Field(default=None, ge=1, le=100)
-    mode: S.SynthesisMode | None = None
-
-
-class ModelCard(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class TokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str | None = Field(default=None, max_length=500)
-    prompt: str | None = Field(default=None, max_length=1_000_000)
-    messages: list[ChatMessage] | None = Field(default=None, max_length=500)
-    add_special_tokens: bool = True
-    add_generation_prompt: bool = True
-
-
-class TokenizeResponse(BaseModel):
-    count: int
-    max_model_len: int
-    tokens: list[int] | None = None
-
-
-class DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str | None = Field(default=None, max_length=500)
-    tokens: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(max_length=1_000_000)
-
-
 # --- helpers ---------------------------------------------------------------------------------------
-def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
+@dataclass(frozen=True)
+class _Completion:
+    """One chat completion's identity (id, creation time, model): its response, or every chunk of its stream."""
+
+    model: str
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def chunk(self, delta: dict[str, Any], finish: str | None, **extra: Any) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+
+    def usage_chunk(self, prompt: int, completion: int) -> dict[str, Any]:
+        """The extra last chunk of ``stream_options.include_usage``: no choices, only the token counts."""
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [], "usage": _usage(prompt, completion)}
+
+
+@dataclass(frozen=True)
+class _End:
+    """How a chat stream ends: its token counts, OpenAI's finish reason, and extra fields for the final chunk."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def _chat_events(completion: _Completion, stream: BlockingStream[Any], end_of: Callable[[Any], _End | None],
+                       include_usage: bool, metrics: Metrics) -> AsyncIterator[str]:
+    """The event stream of a chat, for both models: a role chunk, a chunk per text piece, the final chunk (then the
+    usage chunk, when asked), an in-band error if the stream breaks, and ``[DONE]``.
+
+    ``end_of`` tells the stream's last item (an ``Answer``, a ``Generation``) from its text pieces.
+    """
+    yield sse(None, completion.chunk({"role": "assistant", "content": ""}, None))
+    try:
+        async for item in stream:
+            end = end_of(item)
+            if end is not None:
+                metrics.add_usage("chat", end.prompt_tokens, end.completion_tokens)
+                yield sse(None, completion.chunk({}, end.finish_reason, **end.extra))
+                if include_usage:
+                    yield sse(None, completion.usage_chunk(end.prompt_tokens, end.completion_tokens))
+            elif item:  # an empty piece carries nothing
+                yield sse(None, completion.chunk({"content": item}, None))
+    except Exception as exc:  # noqa: BLE001 - headers are sent: report in-band (stream_error_body logs it)
+        yield sse(None, stream_error_body(exc, "chat"))
+    yield sse(None, "[DONE]")
 
 
 def _plain_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
@@ -136,22 +107,8 @@ def _question(messages: Sequence[ChatMessage]) -> str:
     raise APIError(400, "the messages contain no user message with text: the last one is the question")
 
 
-def _chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None, **extra: Any) -> dict[str, Any]:
-    return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
-
-
 def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
-def _stream_error(exc: Exception, what: str) -> str:
-    mapped = translate(exc)
-    if mapped is None:
-        log.error("%s stream failed", what, exc_info=exc)
-    body = {"message": mapped.message if mapped else "internal server error; the server log has the details",
-            "type": mapped.type if mapped else "server_error"}
-    return sse(None, {"error": body})
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -195,7 +152,7 @@ async def chat_completions(req: ChatRequest, request: Request, rag: Rag, setting
 
 async def _rag_chat(req: ChatRequest, request: Request, rag: RAG, metrics: Metrics, gate: LLMGate) -> Any:
     question = _question(req.messages)
-    cid, created = _completion_id(), int(time.time())
+    completion = _Completion(RAG_MODEL)
     early = await abstention(rag, question, req.top_k, req.collection, req.mode)  # abstaining needs no model slot
     if not req.stream:
         if early is not None:
@@ -208,7 +165,7 @@ async def _rag_chat(req: ChatRequest, request: Request, rag: RAG, metrics: Metri
                 slot.release()
         metrics.add_usage("chat", answer.usage.prompt_tokens, answer.usage.completion_tokens)
         return {
-            "id": cid, "object": "chat.completion", "created": created, "model": RAG_MODEL,
+            "id": completion.id, "object": "chat.completion", "created": completion.created, "model": RAG_MODEL,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
                          "finish_reason": "stop", "logprobs": None}],
             "usage": _usage(answer.usage.prompt_tokens, answer.usage.completion_tokens),
@@ -226,27 +183,20 @@ async def _rag_chat(req: ChatRequest, request: Request, rag: RAG, metrics: Metri
         except BaseException:
             slot.release()
             raise
-    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    events = _chat_events(completion, stream, _answer_end, _include_usage(req), metrics)
+    return GatedStreamingResponse(events, release)
 
-    async def events() -> Any:
-        yield sse(None, _chunk(cid, created, RAG_MODEL, {"role": "assistant", "content": ""}, None))
-        try:
-            async for item in stream:
-                if isinstance(item, Answer):
-                    metrics.add_usage("chat", item.usage.prompt_tokens, item.usage.completion_tokens)
-                    usage = _usage(item.usage.prompt_tokens, item.usage.completion_tokens)
-                    yield sse(None, _chunk(cid, created, RAG_MODEL, {}, "stop",
-                                           sources=[s.to_dict() for s in item.sources], abstained=item.abstained))
-                    if include_usage:
-                        yield sse(None, {"id": cid, "object": "chat.completion.chunk", "created": created,
-                                         "model": RAG_MODEL, "choices": [], "usage": usage})
-                elif item:
-                    yield sse(None, _chunk(cid, created, RAG_MODEL, {"content": item}, None))
-        except Exception as exc:  # noqa: BLE001 - headers are sent: report in-band (_stream_error logs it)
-            yield _stream_error(exc, "chat")
-        yield sse(None, "[DONE]")
 
-    return GatedStreamingResponse(events(), release)
+def _answer_end(item: str | Answer) -> _End | None:
+    """The end of a ``rag`` stream: its ``Answer``, whose sources (and abstention) ride on the final chunk."""
+    if not isinstance(item, Answer):
+        return None
+    extra = {"sources": [s.to_dict() for s in item.sources], "abstained": item.abstained}
+    return _End(item.usage.prompt_tokens, item.usage.completion_tokens, "stop", extra)
+
+
+def _include_usage(req: ChatRequest) -> bool:
+    return bool(req.stream_options and req.stream_options.include_usage)
 
 
 def _llm_budget(rag: RAG, settings: Settings, req: ChatRequest, messages: list[dict[str, str]]) -> tuple[Any, int, int]:
@@ -293,39 +243,21 @@ async def _llm_chat_in_slot(req: ChatRequest, rag: RAG, settings: Settings, metr
         "temperature": settings.temperature if req.temperature is None else req.temperature,
         "top_p": settings.top_p if req.top_p is None else req.top_p,
     }
-    cid, created, model = _completion_id(), int(time.time()), req.model
+    completion = _Completion(req.model)
     if not req.stream:
         gen = await run_in_threadpool(lambda: llm.generate(messages, **sampling))
         slot.release()
         metrics.add_usage("chat", gen.prompt_tokens, gen.completion_tokens)
         return {
-            "id": cid, "object": "chat.completion", "created": created, "model": model,
+            "id": completion.id, "object": "chat.completion", "created": completion.created, "model": req.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": gen.text},
                          "finish_reason": _finish(gen.finish_reason), "logprobs": None}],
             "usage": _usage(gen.prompt_tokens, gen.completion_tokens),
         }
     text_stream = await run_in_threadpool(lambda: llm.stream(messages, **sampling))
-    include_usage = bool(req.stream_options and req.stream_options.include_usage)
     pieces = BlockingStream(_with_result(text_stream))
-
-    async def events() -> Any:
-        yield sse(None, _chunk(cid, created, model, {"role": "assistant", "content": ""}, None))
-        try:
-            async for item in pieces:
-                if isinstance(item, str):
-                    yield sse(None, _chunk(cid, created, model, {"content": item}, None))
-                else:
-                    metrics.add_usage("chat", item.prompt_tokens, item.completion_tokens)
-                    yield sse(None, _chunk(cid, created, model, {}, _finish(item.finish_reason)))
-                    if include_usage:
-                        yield sse(None, {"id": cid, "object": "chat.completion.chunk", "created": created,
-                                         "model": model, "choices": [],
-                                         "usage": _usage(item.prompt_tokens, item.completion_tokens)})
-        except Exception as exc:  # noqa: BLE001 - headers are sent: report in-band (_stream_error logs it)
-            yield _stream_error(exc, "chat")
-        yield sse(None, "[DONE]")
-
-    return GatedStreamingResponse(events(), slot.release)
+    events = _chat_events(completion, pieces, _generation_end, _include_usage(req), metrics)
+    return GatedStreamingResponse(events, slot.release)
 
 
 def _with_result(text_stream: Any) -> Iterator[Any]:
@@ -336,6 +268,13 @@ def _with_result(text_stream: Any) -> Iterator[Any]:
         if text_stream.generation is None:
             text_stream.close()
     yield text_stream.generation
+
+
+def _generation_end(item: Any) -> _End | None:
+    """The end of a plain LLM stream: its ``Generation`` (counts and finish reason), after the text pieces."""
+    if isinstance(item, str):
+        return None
+    return _End(item.prompt_tokens, item.completion_tokens, _finish(item.finish_reason))
 
 
 def _finish(reason: str | None) -> str:

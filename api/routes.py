@@ -24,11 +24,12 @@ from starlette.datastructures import UploadFile
 from api import schemas as S
 from api.concurrency import NO_SLOT, LLMGate, abstention, admit
 from api.deps import get_jobs, get_metrics, get_rag, get_settings
-from api.errors import APIError, translate
+from api.errors import APIError, stream_error_body
 from api.jobs import JobManager
 from api.metrics import Metrics
 from api.security import require_api_key, resolve_allowed
-from api.streaming import BlockingStream, GatedStreamingResponse, sse
+from api.sse import sse
+from api.streaming import BlockingStream, GatedStreamingResponse
 from api.uploads import discard_upload, distinct_names, refusal, save_upload, upload_dir, upload_name
 from rag.engine import RAG
 from rag.settings import Settings
@@ -236,12 +237,8 @@ async def _query_events(stream: BlockingStream[str | Answer], metrics: Metrics) 
                 yield sse("done", done)
             elif item:
                 yield sse("token", {"text": item})
-    except Exception as exc:  # the status line has gone out: report in-band, log the details here
-        mapped = translate(exc)
-        if mapped is None:
-            log.error("query stream failed", exc_info=exc)
-        message = mapped.message if mapped else "internal server error; the server log has the details"
-        yield sse("error", {"error": {"message": message, "type": mapped.type if mapped else "server_error"}})
+    except Exception as exc:  # noqa: BLE001 - the status line has gone out: report in-band (logged there)
+        yield sse("error", stream_error_body(exc, "query"))
 
 
 @router.post("/retrieve", response_model=S.RetrieveResponse, responses=S.error_responses(400, 401, 413, 422, 503))

@@ -8,7 +8,6 @@ closed (after any ``next()`` in flight returns), which stops local generation at
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,10 +18,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from api.sse import SSE_HEADERS, SSE_MEDIA_TYPE
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _DONE = object()
 
 
@@ -82,13 +82,6 @@ class BlockingStream(Generic[T]):
             threading.Thread(target=self._close, name="stream-close", daemon=True).start()
 
 
-def sse(event: str | None, data: Any) -> str:
-    """One Server-Sent Event; ``data`` is JSON-encoded so newlines and leading spaces survive."""
-    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {payload}\n\n"
-
-
 class GatedStreamingResponse(StreamingResponse):
     """An SSE response that gives its LLM slot back when it ends, however it ends (done, error, disconnect).
 
@@ -96,7 +89,7 @@ class GatedStreamingResponse(StreamingResponse):
     """
 
     def __init__(self, content: AsyncIterator[str], release: Callable[[], None]) -> None:
-        super().__init__(content, media_type="text/event-stream", headers=SSE_HEADERS)
+        super().__init__(content, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
         self._release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
