@@ -32,6 +32,7 @@ from api.passages import router as passages_router
 from api.routes import router as v1_router
 from api.schemas import Health
 from api.security import BodyLimitMiddleware, require_api_key
+from api.tokenize import router as tokenize_router
 from rag.engine import RAG
 from rag.settings import Settings
 
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1_router)
     app.include_router(passages_router)
     app.include_router(openai_router)
+    app.include_router(tokenize_router)
     _add_operational_routes(app)
     web.install(app)
     return app

@@ -1,4 +1,4 @@
-"""OpenAI-compatible face: ``/v1/chat/completions``, ``/v1/models``, and vLLM-style ``/tokenize``/``/detokenize``.
+"""OpenAI-compatible face: ``/v1/chat/completions`` and ``/v1/models`` (vLLM-style ``/tokenize`` is in ``api/tokenize.py``).
 
 Two models are listed:
 - the configured LLM (``settings.llm_model``), listed first: chat with it is a plain pass-through to the model,
@@ -27,7 +27,7 @@ from api.concurrency import NO_SLOT, LLMGate, Slot, abstention, admit
 from api.deps import get_metrics, get_rag, get_settings
 from api.errors import APIError, stream_error_body, translate
 from api.metrics import Metrics
-from api.openai_schemas import ChatMessage, ChatRequest, DetokenizeRequest, ModelList, TokenizeRequest, TokenizeResponse
+from api.openai_schemas import ChatMessage, ChatRequest, ModelList, plain_messages
 from api.security import require_api_key
 from api.sse import sse
 from api.streaming import BlockingStream, GatedStreamingResponse
@@ -93,11 +93,6 @@ async def _chat_events(completion: _Completion, stream: BlockingStream[Any], end
     except Exception as exc:  # noqa: BLE001 - headers are sent: report in-band (stream_error_body logs it)
         yield sse(None, stream_error_body(exc, "chat"))
     yield sse(None, "[DONE]")
-
-
-def _plain_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    role = {"developer": "system"}
-    return [{"role": role.get(m.role, m.role), "content": m.text()} for m in messages]
 
 
 def _question(messages: Sequence[ChatMessage]) -> str:
@@ -225,7 +220,7 @@ def _llm_budget(rag: RAG, settings: Settings, req: ChatRequest, messages: list[d
 
 async def _llm_chat(req: ChatRequest, request: Request, rag: RAG, settings: Settings, metrics: Metrics,
                     gate: LLMGate) -> Any:
-    messages = _plain_messages(req.messages)
+    messages = plain_messages(req.messages)
     slot = await admit(gate, request)
     try:
         return await _llm_chat_in_slot(req, rag, settings, metrics, slot, messages)
@@ -279,49 +274,3 @@ def _generation_end(item: Any) -> _End | None:
 
 def _finish(reason: str | None) -> str:
     return "length" if reason == "length" else "stop"
-
-
-# --- tokenizer (vLLM-style, at the server root) --------------------------------------------------
-def _hf_tokenizer(llm: Any) -> Any | None:
-    """The backend's Hugging Face tokenizer where it has one (the local backend): token ids, not just counts."""
-    return getattr(llm, "tokenizer", None)
-
-
-@router.post("/tokenize", response_model=TokenizeResponse, responses=S.error_responses(400, 401, 422, 503))
-def tokenize(req: TokenizeRequest, rag: Rag) -> dict[str, Any]:
-    """Token count of a prompt or of a chat (rendered with the model's template) with the LLM's own tokenizer,
-    and the context window (``max_model_len``). Token ids are included when the backend has a local tokenizer."""
-    if (req.prompt is None) == (req.messages is None):
-        raise APIError(400, "send exactly one of 'prompt' or 'messages'")
-    llm = rag.llm
-    tokenizer = _hf_tokenizer(llm)
-    tokens: list[int] | None = None
-    try:
-        if req.prompt is not None:
-            if tokenizer is not None:
-                tokens = list(tokenizer(req.prompt, add_special_tokens=req.add_special_tokens)["input_ids"])
-                count = len(tokens)
-            else:
-                count = llm.count_tokens(req.prompt)
-        else:
-            messages = _plain_messages(req.messages or [])
-            count = llm.count_messages(messages)
-            encode = getattr(getattr(llm, "tokens", None), "encode_messages", None)  # HFTokenCounter of LocalLLM
-            if tokenizer is not None and req.add_generation_prompt and encode is not None:
-                tokens = list(encode(messages))
-    except Exception as exc:
-        if translate(exc) is not None and not isinstance(exc, ValueError):
-            raise
-        raise APIError(400, f"cannot tokenize this input: {exc}") from None
-    return {"count": count, "tokens": tokens, "max_model_len": llm.context_window}
-
-
-@router.post("/detokenize", responses=S.error_responses(400, 401, 404, 422, 503))
-def detokenize(req: DetokenizeRequest, rag: Rag) -> dict[str, str]:
-    """Text of token ids (vLLM-style); only where the backend has a local tokenizer."""
-    tokenizer = _hf_tokenizer(rag.llm)
-    if tokenizer is None:
-        raise APIError(404, "this server's LLM backend has no local tokenizer to detokenize with")
-    if req.tokens and max(req.tokens) >= len(tokenizer):
-        raise APIError(400, f"token ids must be below the vocabulary size {len(tokenizer)}")
-    return {"prompt": tokenizer.decode(req.tokens)}

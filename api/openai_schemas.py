@@ -6,6 +6,7 @@ parameters this server ignores (and ``extra_body`` carries the RAG options: ``co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -85,3 +86,9 @@ class DetokenizeRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str | None = Field(default=None, max_length=500)
     tokens: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(max_length=1_000_000)
+
+
+def plain_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    """The chat as the LLM takes it: text only, and OpenAI's ``developer`` role as the ``system`` role it replaced."""
+    role = {"developer": "system"}
+    return [{"role": role.get(m.role, m.role), "content": m.text()} for m in messages]

@@ -1,0 +1,67 @@
+"""vLLM-style tokenizer endpoints at the server root: ``/tokenize`` and ``/detokenize``.
+
+With ``/v1/models`` they let another instance's OpenAI HTTP backend use this server as its LLM server with exact
+token counts and the model's context window (``max_model_len``) instead of estimates.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from api import schemas as S
+from api.deps import get_rag
+from api.errors import APIError, translate
+from api.openai_schemas import DetokenizeRequest, TokenizeRequest, TokenizeResponse, plain_messages
+from api.security import require_api_key
+from rag.engine import RAG
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+Rag = Annotated[RAG, Depends(get_rag)]
+
+
+def _hf_tokenizer(llm: Any) -> Any | None:
+    """The backend's Hugging Face tokenizer where it has one (the local backend): token ids, not just counts."""
+    return getattr(llm, "tokenizer", None)
+
+
+@router.post("/tokenize", response_model=TokenizeResponse, responses=S.error_responses(400, 401, 422, 503))
+def tokenize(req: TokenizeRequest, rag: Rag) -> dict[str, Any]:
+    """Token count of a prompt or of a chat (rendered with the model's template) with the LLM's own tokenizer,
+    and the context window (``max_model_len``). Token ids are included when the backend has a local tokenizer."""
+    if (req.prompt is None) == (req.messages is None):
+        raise APIError(400, "send exactly one of 'prompt' or 'messages'")
+    llm = rag.llm
+    tokenizer = _hf_tokenizer(llm)
+    tokens: list[int] | None = None
+    try:
+        if req.prompt is not None:
+            if tokenizer is not None:
+                tokens = list(tokenizer(req.prompt, add_special_tokens=req.add_special_tokens)["input_ids"])
+                count = len(tokens)
+            else:
+                count = llm.count_tokens(req.prompt)
+        else:
+            messages = plain_messages(req.messages or [])
+            count = llm.count_messages(messages)
+            encode = getattr(getattr(llm, "tokens", None), "encode_messages", None)  # HFTokenCounter of LocalLLM
+            if tokenizer is not None and req.add_generation_prompt and encode is not None:
+                tokens = list(encode(messages))
+    except Exception as exc:
+        if translate(exc) is not None and not isinstance(exc, ValueError):
+            raise
+        raise APIError(400, f"cannot tokenize this input: {exc}") from None
+    return {"count": count, "tokens": tokens, "max_model_len": llm.context_window}
+
+
+@router.post("/detokenize", responses=S.error_responses(400, 401, 404, 422, 503))
+def detokenize(req: DetokenizeRequest, rag: Rag) -> dict[str, str]:
+    """Text of token ids (vLLM-style); only where the backend has a local tokenizer."""
+    tokenizer = _hf_tokenizer(rag.llm)
+    if tokenizer is None:
+        raise APIError(404, "this server's LLM backend has no local tokenizer to detokenize with")
+    if req.tokens and max(req.tokens) >= len(tokenizer):
+        raise APIError(400, f"token ids must be below the vocabulary size {len(tokenizer)}")
+    return {"prompt": tokenizer.decode(req.tokens)}
