@@ -43,7 +43,7 @@ from rag.models.embedder import load_embedder
 from rag.settings import Settings
 from rag.store.schema import utcnow
 from rag.store.store import Store
-from rag.types import FileOutcome
+from rag.types import RUN_LIVE, FileOutcome
 
 if TYPE_CHECKING:
     from rag.engine import RAG
@@ -51,7 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACTOR = "ingest_files"
-_LIVE = ("queued", "running")
+_WORKABLE = ("queued", "running")
+"""A task does its work only while its job is in one of these (cancelling and cancelled skip)."""
 
 
 def make_broker(url: str) -> dramatiq.Broker:
@@ -137,7 +138,7 @@ def _run_task(job_id: str, collection: str, paths: list[str], summarize: bool) -
     parts = _worker_parts()
     store = parts.store
     run = store.get_run(job_id)
-    if run is None or run.state not in _LIVE:  # cancelled (or deleted): acknowledge without work
+    if run is None or run.state not in _WORKABLE:  # cancelled (or deleted): acknowledge without work
         for path in paths:
             store.record_item(job_id, FileOutcome(path, "skipped", error=f"job {run.state if run else 'gone'}"))
         _finish_if_complete(store, job_id)
@@ -173,7 +174,7 @@ def _finish_if_complete(store: Store, job_id: str) -> None:
         return
     state = "cancelled" if run.state in ("cancelling", "cancelled") else "done"
     store.transition_run(
-        job_id, ["queued", "running", "cancelling"], state=state, counts=counts, errors=failures,
+        job_id, RUN_LIVE, state=state, counts=counts, errors=failures,
         processed=run.total or 0, finished_at=utcnow(), message=None,
     )
 
