@@ -175,7 +175,10 @@ def test_a_worker_killed_mid_job_loses_nothing_and_stores_nothing_twice(
             time.sleep(0.1)
         victim.send_signal(signal.SIGKILL)  # mid-document: its unacknowledged messages go back to the queue
         job = _wait_job(rag, job_id, workers)
-        assert job.state == "done" and job.counts == {"added": 40}, job
+        # Files the dead worker had committed before it died come back with their message and are found
+        # stored: they count as unchanged. What the store holds is exact either way (checked below).
+        assert job.state == "done" and set(job.counts) <= {"added", "unchanged"}, job
+        assert sum(job.counts.values()) == job.total == 40 and job.counts["added"] > 0
         assert survivor.poll() is None
         assert _contents(rag) == _single_process(tmp_path, folder)
     finally:
@@ -254,8 +257,10 @@ def test_tasks_retry_while_the_database_is_unreachable(
             assert time.monotonic() < deadline, workers.logs()
             time.sleep(0.1)
         proxy.outage(4.0)
-        job = _wait_job(rag, job_id, workers)
-        assert job.state == "done" and job.counts == {"added": 16}, (job, workers.logs())
+        job = _wait_job(rag, job_id, workers, timeout=400)
+        # A task cut off after some of its commits is retried and finds those files stored (unchanged).
+        assert job.state == "done" and set(job.counts) <= {"added", "unchanged"}, (job, workers.logs())
+        assert sum(job.counts.values()) == job.total == 16
         assert "Retrying message" in workers.logs() or "retry" in workers.logs().lower()
         assert _contents(rag) == _single_process(tmp_path, folder)
     finally:
@@ -309,7 +314,9 @@ def test_two_api_replicas_and_two_workers_share_jobs_and_documents(
         assert wait_job(ca, job_id)["counts"] == job["counts"]
         for client in (ca, cb):  # both replicas follow the workers' commits through the change log
             while True:
-                hits = client.post("/v1/retrieve", json={"question": "term11_150", "top_k": 1}).json()["hits"]
+                # lexical: the index that follows the log in the background (dense is current at every query)
+                query = {"question": "term11_150", "top_k": 1, "mode": "lexical"}
+                hits = client.post("/v1/retrieve", json=query).json()["hits"]
                 if hits and hits[0]["document"].endswith("doc011.txt"):
                     break
                 assert time.monotonic() - finished < 1.0 + 5.0, hits  # 1 s target, slack for a loaded CI machine

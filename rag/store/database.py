@@ -75,8 +75,19 @@ def open_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        if engine.dialect.name == "postgresql":
+            event.listen(engine, "connect", _postgres_session)
     migrate(engine)
     return engine
+
+
+def _postgres_session(dbapi_conn, _record) -> None:
+    """No transaction of ours waits on its client for long; one whose client vanished mid-transaction (a network
+    cut between a statement and its COMMIT) is ended by the server after a minute, instead of holding its row
+    locks (the collection's sequence, a job's row) until someone kills it: writers behind it then go on."""
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SET idle_in_transaction_session_timeout = '60s'")
+    dbapi_conn.commit()
 
 
 def _serialize_migrations(conn: Connection) -> None:
