@@ -113,6 +113,14 @@ def _wait_job(rag: RAG, job_id: str, workers: Workers, timeout: float = 240) -> 
     return job
 
 
+def _wait_processed(rag: RAG, job_id: str, files: int, workers: Workers, timeout: float) -> None:
+    """Until the job has ``files`` files done: the moment a test strikes (a kill, an outage) mid-job."""
+    deadline = time.monotonic() + timeout
+    while rag.job(job_id).processed < files:
+        assert time.monotonic() < deadline, workers.logs()
+        time.sleep(0.1)
+
+
 def _contents(rag: RAG) -> tuple[set[tuple[str, str, int]], int]:
     """(path, content hash, chunk count) of every document, and the number of chunks: what a second delivery
     of a task would double."""
@@ -169,10 +177,7 @@ def test_a_worker_killed_mid_job_loses_nothing_and_stores_nothing_twice(
     rag = RAG(tmp_path / "api", database_url=pg_url, broker_url=AMQP, queue_name=queue_name)
     try:
         job_id = rag.submit(folder, summarize=False)
-        deadline = time.monotonic() + 180
-        while rag.job(job_id).processed < 4:
-            assert time.monotonic() < deadline, workers.logs()
-            time.sleep(0.1)
+        _wait_processed(rag, job_id, 4, workers, timeout=180)
         victim.send_signal(signal.SIGKILL)  # mid-document: its unacknowledged messages go back to the queue
         job = _wait_job(rag, job_id, workers)
         # Files the dead worker had committed before it died come back with their message and are found
@@ -252,10 +257,7 @@ def test_tasks_retry_while_the_database_is_unreachable(
     rag = RAG(tmp_path / "api", database_url=pg_url, broker_url=AMQP, queue_name=queue_name)
     try:
         job_id = rag.submit(folder, summarize=False)
-        deadline = time.monotonic() + 180
-        while rag.job(job_id).processed < 2:
-            assert time.monotonic() < deadline, workers.logs()
-            time.sleep(0.1)
+        _wait_processed(rag, job_id, 2, workers, timeout=180)
         proxy.outage(4.0)
         job = _wait_job(rag, job_id, workers, timeout=400)
         # A task cut off after some of its commits is retried and finds those files stored (unchanged).
@@ -276,10 +278,7 @@ def test_a_cancelled_job_stops_its_pending_tasks(workers: Workers, tmp_path: Pat
         job_id = rag.submit(folder, summarize=False)  # no worker yet: every task is pending
         assert rag.store.transition_run(job_id, ["queued"], state="cancelled", message="cancelled by the test")
         workers.start(1)
-        deadline = time.monotonic() + 120
-        while rag.job(job_id).processed < 30:
-            assert time.monotonic() < deadline, workers.logs()
-            time.sleep(0.2)
+        _wait_processed(rag, job_id, 30, workers, timeout=120)
         job = rag.job(job_id)
         assert job.state == "cancelled" and rag.documents() == []
     finally:
@@ -356,10 +355,7 @@ def test_the_broker_restarting_mid_job_does_not_lose_the_job(tmp_path: Path, pg_
     rag = RAG(tmp_path / "api", database_url=pg_url, broker_url=broker, queue_name="restart-test")
     try:
         job_id = rag.submit(docs, summarize=False)
-        deadline = time.monotonic() + 180
-        while rag.job(job_id).processed < 3:
-            assert time.monotonic() < deadline, pool.logs()
-            time.sleep(0.1)
+        _wait_processed(rag, job_id, 3, pool, timeout=180)
         redis.terminate()  # a graceful restart: the append-only file keeps the queued messages
         redis.wait(timeout=30)
         time.sleep(2)
