@@ -169,9 +169,9 @@ def _finish_if_complete(store: Store, job_id: str) -> None:
     run = store.get_run(job_id)
     if run is None:
         return
-    counts, failures, _, _ = store.item_summary(job_id)
-    if sum(counts.values()) < (run.total or 0):
+    if store.item_count(job_id) < (run.total or 0):  # one COUNT per task; the summary only for the last one
         return
+    counts, failures, _, _ = store.item_summary(job_id)
     state = "cancelled" if run.state in ("cancelling", "cancelled") else "done"
     store.transition_run(
         job_id, RUN_LIVE, state=state, counts=counts, errors=failures,

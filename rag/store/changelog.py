@@ -46,11 +46,6 @@ class Pending:
     entries: list[LogEntry]
     rebuild: bool
 
-    @property
-    def size(self) -> int:
-        """Chunk ids touched: what applying costs."""
-        return sum(len(e.added) + len(e.removed) for e in self.entries)
-
 
 def _pack(ids: Iterable[int]) -> bytes:
     return np.fromiter(ids, dtype=_ID_DTYPE).tobytes()

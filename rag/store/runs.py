@@ -108,6 +108,10 @@ class RunRecords:
             except IntegrityError:
                 continue
 
+    def item_count(self, run_id: str) -> int:
+        with self.sessions() as s:
+            return int(s.scalar(select(func.count()).where(IngestionItem.run_id == run_id)) or 0)
+
     def item_summary(self, run_id: str) -> tuple[dict[str, int], list[dict[str, str]], int, str | None]:
         """(counts by status, failures, bytes done, the last file finished) of a queued job."""
         with self.sessions() as s:
