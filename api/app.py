@@ -84,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rag, app.state.readiness = rag, ready
         app.state.jobs = JobManager(rag, metrics)
         threading.Thread(target=_warm_up, args=(app, rag, ready), name="warm-up", daemon=True).start()
+        if settings.summarize and not settings.broker_url:  # with a broker, workers write the summaries
+            rag.summaries.wake()  # takes up what an earlier run left pending
         try:
             yield
         finally:

@@ -202,8 +202,7 @@ class JobManager:
                                  finished_at=utcnow(), **progress_state)
             self.metrics.jobs.labels("failed").inc()
             return
-        counts = {**report.counts(), "summaries_written": report.summaries_written,
-                  "summaries_failed": report.summaries_failed}
+        counts = {**report.counts(), "summaries_pending": report.summaries_pending}
         errors = [{"path": f.path, "status": f.status, "error": f.error} for f in report.failures]
         seen = sum(1 for f in report.files if f.status != "removed")
         store.transition_run(

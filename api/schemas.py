@@ -47,7 +47,7 @@ class IngestRequest(_Strict):
         "Relative paths are relative to the first allowed root.",
     )
     collection: str = NewCollection()
-    summarize: bool | None = Field(default=None, description="Write LLM summaries (default: RAG_SUMMARIZE).")
+    summarize: bool | None = Field(default=None, description="Summarise the documents in the background (default: RAG_SUMMARIZE, on).")
 
 
 class FileError(BaseModel):
@@ -73,8 +73,8 @@ class Job(BaseModel):
     paths: list[str]
     total: int = Field(description="Files found so far (0 until discovery is done).")
     processed: int
-    counts: dict[str, int] = Field(description="added / updated / unchanged / removed / failed / skipped, "
-                                   "summaries_written / summaries_failed when done.")
+    counts: dict[str, int] = Field(description="added / updated / unchanged / removed / failed / skipped "
+                                   "(and summaries_pending) when done.")
     errors: list[FileError]
     message: str | None = None
     created_at: str | None = None
@@ -82,6 +82,10 @@ class Job(BaseModel):
     finished_at: str | None = None
     executor: str = Field(default="thread", description="'thread' (this service) or 'queue' (rag worker tasks).")
     bytes: int = Field(default=0, description="Bytes of the files ingested so far (queued jobs).")
+    summaries: dict[str, int] = Field(
+        default_factory=dict, description="The job's documents per summary state: pending (none yet), extractive, "
+        "done (LLM), failed. Summaries are written in the background after the documents are searchable.",
+    )
 
 
 class JobList(BaseModel):

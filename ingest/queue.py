@@ -17,6 +17,11 @@ records an item row; the job's progress is counted from those rows, and the task
 finishes the job (a compare-and-set, so two last tasks cannot both finish it). A cancelled job's remaining tasks
 are acknowledged without work.
 
+With summaries on, a task that added or updated documents then sends a summary task for them (same queue, lower
+priority, so a worker takes the job's remaining files first): the documents are searchable before any summary is
+written, and summary work spreads over the workers like the files. A worker runs the same plan as the engine's
+background pass (:func:`ingest.summary_pass.summary_plan`: extractive then LLM on a CPU, LLM on a GPU or server).
+
 Tasks are idempotent (see :meth:`ingest.pipeline.IngestPipeline.ingest_files`), so redelivery never stores a file
 twice. Errors that another try can fix (the database unreachable, a lock timeout) raise and are retried; a file
 that cannot be read is recorded as failed and the job goes on.
@@ -39,7 +44,10 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage
 
 from ingest.pipeline import IngestPipeline
+from ingest.summary_pass import summary_plan, write_summaries
+from rag.models import llm_placement, load_llm
 from rag.models.embedder import load_embedder
+from rag.models.llm import LLM
 from rag.settings import Settings
 from rag.store.schema import utcnow
 from rag.store.store import Store
@@ -51,6 +59,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACTOR = "ingest_files"
+SUMMARY_ACTOR = "summarize_documents"
+SUMMARY_PRIORITY = 100
+"""Dramatiq runs a worker's prefetched messages by priority, lower first: ingestion (0) before summaries."""
 _WORKABLE = ("queued", "running")
 """A task does its work only while its job is in one of these (cancelling and cancelled skip)."""
 
@@ -80,6 +91,17 @@ class TaskQueue:
             broker=self.broker,
             actor_name=ACTOR,
             queue_name=settings.queue_name,
+            max_retries=settings.task_max_retries,
+            min_backoff=500,
+            max_backoff=30_000,
+            time_limit=int(settings.task_time_limit_s * 1000),
+        )
+        self.summary_actor = dramatiq.actor(
+            _run_summary_task,
+            broker=self.broker,
+            actor_name=SUMMARY_ACTOR,
+            queue_name=settings.queue_name,
+            priority=SUMMARY_PRIORITY,
             max_retries=settings.task_max_retries,
             min_backoff=500,
             max_backoff=30_000,
@@ -115,13 +137,17 @@ class _WorkerParts:
     settings: Settings
     store: Store
     pipeline: IngestPipeline
+    queue: TaskQueue
+
+    def llm(self) -> LLM:
+        return load_llm(self.settings)
 
 
 _parts: _WorkerParts | None = None
 _parts_lock = threading.Lock()
 
 
-def _worker_parts() -> _WorkerParts:
+def _worker_parts(queue: TaskQueue | None = None) -> _WorkerParts:
     """One store and pipeline per worker process, built from the environment (``RAG_*``) on first use. The store
     never loads or follows the search indexes: workers write; the processes that answer follow the log."""
     global _parts
@@ -130,7 +156,8 @@ def _worker_parts() -> _WorkerParts:
             settings = Settings()
             store = Store(settings)
             store.follow_indexes = False
-            _parts = _WorkerParts(settings, store, IngestPipeline(store, load_embedder(settings), settings))
+            pipeline = IngestPipeline(store, load_embedder(settings), settings)
+            _parts = _WorkerParts(settings, store, pipeline, queue or TaskQueue(settings))
         return _parts
 
 
@@ -161,7 +188,23 @@ def _run_task(job_id: str, collection: str, paths: list[str], summarize: bool) -
         size = Path(outcome.path).stat().st_size if outcome.status in ("added", "updated") else 0
         store.record_item(job_id, outcome, size)
     _finish_if_complete(store, job_id)
+    written = [o.path for o in outcomes if o.status in ("added", "updated")]
+    if summarize and written:
+        parts.queue.summary_actor.send(collection, written)
     log.info("%d file(s) in %.3fs (bookkeeping %.3fs)", len(paths), worked, time.monotonic() - started - worked)
+
+
+def _run_summary_task(collection: str, paths: list[str]) -> None:
+    """Summaries of the documents one ingestion task wrote (those changed or deleted since are left alone)."""
+    parts = _worker_parts()
+    docs = [parts.store.find_document(path, collection) for path in paths]
+    doc_ids = [d.id for d in docs if d is not None]
+    plan = summary_plan(parts.settings, llm_placement(parts.settings))
+    for method in plan.methods:
+        write_summaries(
+            parts.store, parts.settings, plan, lambda: parts.pipeline.embedder, parts.llm, collection, method,
+            doc_ids=doc_ids,
+        )
 
 
 def _finish_if_complete(store: Store, job_id: str) -> None:
@@ -182,7 +225,7 @@ def _finish_if_complete(store: Store, job_id: str) -> None:
 def run_worker(settings: Settings, threads: int) -> None:
     """``rag worker``: consume ingestion tasks until SIGINT / SIGTERM, then finish the tasks in hand."""
     queue = TaskQueue(settings)
-    _worker_parts()  # load the embedder before the first message, not while holding one
+    _worker_parts(queue)  # load the embedder before the first message, not while holding one
     worker = dramatiq.Worker(queue.broker, worker_threads=threads, worker_timeout=1000)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -19,8 +19,13 @@ Why it is shaped this way:
 - A summary is stored on the document (``Document.summary``, ``summary_model``, ``summary_state``) and as a
   ``Chunk(kind='summary', position=-1)`` with its embedding, written through :meth:`Store.write`, so both indexes and
   the change log treat it like any chunk and retrieval routes a summary hit to that document's best chunks.
-- Generation is one call at a time: the LLM interface has no batched generation yet. On a GPU the map calls of one
-  document (and the single calls of many short documents) are independent and could be batched.
+- Two kinds (``method``): ``llm`` writes the summary with the LLM (state ``done``); ``extractive`` picks the
+  document's most central sentences with the embedder (:mod:`ingest.extractive`, state ``extractive``), seconds
+  where the LLM takes minutes on a CPU, and a later ``llm`` run replaces it. The background pass
+  (:mod:`ingest.summary_pass`) decides which to run when.
+- Documents are summarised ``concurrency`` at a time: a server such as vLLM batches concurrent requests. A local
+  model runs one call at a time anyway (its gate), so there it stays 1; the in-process CUDA backend does not batch
+  generate calls yet.
 """
 
 from __future__ import annotations
@@ -29,18 +34,22 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
+from ingest.extractive import extractive_summary
 from rag.budget import BudgetedPrompt, Passage, budget_prompt
 from rag.models.embedder import Embedder, check_same_embedder
 from rag.models.llm import LLM
 from rag.settings import Settings
-from rag.store.indexes import encode_vector
+from rag.store.indexes import decode_vector, encode_vector
 from rag.store.schema import Chunk, Collection, Document
 from rag.store.store import Changes, Store
 from rag.types import Cancelled, ProgressFn
@@ -88,6 +97,8 @@ class _Source:
     title: str
     content_hash: str
     segments: list[str]
+    texts: list[str] = field(default_factory=list)  # the chunks as stored, for extractive summaries
+    vectors: list[bytes] = field(default_factory=list)
 
 
 def deduplicated_segments(rows: Sequence[tuple[str, int | None, int | None]]) -> list[str]:
@@ -146,24 +157,34 @@ def _bulleted(passage: Passage, text: str) -> str:
     return f"- {text}"
 
 
+Method = Literal["llm", "extractive"]
+"""``llm`` or ``extractive``; see the module docstring."""
+
+_STATE = {"llm": "done", "extractive": "extractive"}
+_TODO = {"llm": ("pending", "none", "extractive"), "extractive": ("pending",)}
+"""The states each method writes, and those it takes up when no documents are named."""
+
+
 class Summarizer:
     """Writes the summaries of one collection's documents; see the module docstring for the why."""
 
     def __init__(
-        self, store: Store, embedder: Embedder, llm: LLM, settings: Settings, *, max_input_tokens: int | None = None
+        self, store: Store, embedder: Embedder, llm: LLM | None, settings: Settings, *,
+        max_input_tokens: int | None = None, concurrency: int = 1,
     ) -> None:
-        """``max_input_tokens`` reads only the beginning of longer documents: on slow hardware it bounds the cost
-        of a very long document (a 100-page filing is dozens of calls on CPU) at the price of a summary of its
-        lead; ``None`` reads whole documents."""
+        """``llm`` may be None for extractive summaries only. ``max_input_tokens`` reads only the beginning of
+        longer documents: on slow hardware it bounds the cost of a very long document (a 100-page filing is dozens
+        of calls on CPU) at the price of a summary of its lead; ``None`` reads whole documents."""
         self.store = store
         self.embedder = embedder
-        self.llm = llm
+        self.llm = llm  # type: ignore[assignment]  # checked where an LLM summary is written
         self.settings = settings
         self.max_new_tokens = settings.summary_max_new_tokens
         # About 0.6 words per token leaves the model room to finish its last sentence.
         self.words = max(10, self.max_new_tokens * 5 // 8)
         self.model_name = getattr(llm, "name", None) or settings.llm_model
         self.max_input_tokens = max_input_tokens
+        self.concurrency = max(1, concurrency)
 
     # --- public ------------------------------------------------------------------------------------
     def run(
@@ -173,38 +194,51 @@ class Summarizer:
         force: bool = False,
         progress: ProgressFn | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        method: Method = "llm",
+        limit: int | None = None,
+        states: Sequence[str] | None = None,
     ) -> tuple[int, int]:
-        """Summarise the documents that need it; returns (written, failed).
+        """Summarise the documents that need it (at most ``limit`` of them); returns (written, failed).
 
-        Without ``doc_ids``: every indexed document whose summary is pending or was never written (``none``);
-        failed ones are left alone so a document the model cannot handle does not cost a call on every run. With
-        ``doc_ids``: those documents unless already done. ``force`` rewrites done ones too (e.g. a new model).
-        Raises :class:`ingest.pipeline.Cancelled` when ``should_cancel`` says so; what was written stays.
+        Without ``doc_ids``: every indexed document whose summary is pending, never written (``none``) or only
+        extractive (for ``llm``), or in ``states``; failed ones are left alone so a document the model cannot handle does not cost a
+        call on every run. With ``doc_ids``: those documents unless already done. ``force`` rewrites done ones too
+        (e.g. a new model). Raises :class:`ingest.pipeline.Cancelled` when ``should_cancel`` says so; what was
+        written stays.
         """
+        if method == "llm" and self.llm is None:
+            raise ValueError("LLM summaries need an LLM")
         coll = self.store.collection(collection)
         check_same_embedder(collection, coll.embed_model, self.embedder.name)
-        todo = self._select(coll.id, doc_ids, force)
-        written = failed = 0
+        todo = self._select(coll.id, doc_ids, force, method, states)[:limit]
+        counts = {True: 0, False: 0}
+        finished = 0
         last_save = time.monotonic()
+
+        def one(doc_id: int) -> tuple[bool | None, str]:
+            if should_cancel is not None and should_cancel():
+                raise Cancelled(f"cancelled after {finished} of {len(todo)} summaries")
+            source = self._load(doc_id, with_vectors=method == "extractive")
+            if source is None:
+                return None, ""  # deleted or failed since it was selected
+            return self._one(coll, source, method, should_cancel), source.path
+
+        workers = 1 if method == "extractive" else self.concurrency
         try:
-            for done, doc_id in enumerate(todo, start=1):
-                if should_cancel is not None and should_cancel():
-                    raise Cancelled(f"cancelled after {done - 1} of {len(todo)} summaries")
-                source = self._load(doc_id)
-                if source is None:
-                    continue  # deleted or failed since it was selected
-                outcome = self._one(coll, source, should_cancel)
-                written += outcome is True
-                failed += outcome is False
-                if progress is not None:
-                    progress(done, len(todo), source.path)
-                if time.monotonic() - last_save > self.settings.index_save_interval_s:
-                    self._save_index(coll)
-                    last_save = time.monotonic()
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="summary") as pool:
+                for outcome, path in (pool.map(one, todo) if workers > 1 else map(one, todo)):
+                    finished += 1
+                    if outcome is not None:
+                        counts[outcome] += 1
+                    if progress is not None and path:
+                        progress(finished, len(todo), path)
+                    if time.monotonic() - last_save > self.settings.index_save_interval_s:
+                        self._save_index(coll)
+                        last_save = time.monotonic()
         finally:
-            if written:
+            if counts[True]:
                 self._save_index(coll)
-        return written, failed
+        return counts[True], counts[False]
 
     def summarize_text(self, title: str, segments: list[str], should_cancel: Callable[[], bool] | None = None) -> str:
         """One document's summary from its text segments: one call when it fits, else map-reduce."""
@@ -243,49 +277,61 @@ class Summarizer:
         return lead
 
     # --- selection and loading -----------------------------------------------------------------------
-    def _select(self, collection_id: int, doc_ids: list[int] | None, force: bool) -> list[int]:
+    def _select(
+        self, collection_id: int, doc_ids: list[int] | None, force: bool, method: Method, states: Sequence[str] | None
+    ) -> list[int]:
         with self.store.session() as s:
             q = select(Document.id).where(Document.collection_id == collection_id, Document.status == "indexed")
             if doc_ids is not None:
                 q = q.where(Document.id.in_(doc_ids))
                 if not force:
-                    q = q.where(Document.summary_state != "done")
+                    q = q.where(Document.summary_state.not_in(("done", _STATE[method])))
             elif not force:
-                q = q.where(Document.summary_state.in_(("pending", "none")))
+                q = q.where(Document.summary_state.in_(states or _TODO[method]))
             return list(s.scalars(q.order_by(Document.id)))
 
-    def _load(self, doc_id: int) -> _Source | None:
+    def _load(self, doc_id: int, *, with_vectors: bool = False) -> _Source | None:
         with self.store.session() as s:
             doc = s.get(Document, doc_id)
             if doc is None or doc.status != "indexed":
                 return None
+            columns = (Chunk.text, Chunk.start_char, Chunk.end_char) + ((Chunk.embedding,) if with_vectors else ())
             rows = s.execute(
-                select(Chunk.text, Chunk.start_char, Chunk.end_char)
-                .where(Chunk.document_id == doc_id, Chunk.kind == "chunk")
-                .order_by(Chunk.position)
+                select(*columns).where(Chunk.document_id == doc_id, Chunk.kind == "chunk").order_by(Chunk.position)
             ).all()
             name = Path(doc.path).name
             title = f"{doc.title} ({name})" if doc.title and doc.title.strip() != name else name
-            return _Source(doc.id, doc.path, title, doc.content_hash, deduplicated_segments(rows))
+            source = _Source(doc.id, doc.path, title, doc.content_hash, deduplicated_segments([r[:3] for r in rows]))
+            if with_vectors:
+                source.texts, source.vectors = [r[0] for r in rows], [r[3] for r in rows]
+            return source
 
     # --- one document --------------------------------------------------------------------------------
-    def _one(self, coll: Collection, source: _Source, should_cancel: Callable[[], bool] | None) -> bool | None:
+    def _one(
+        self, coll: Collection, source: _Source, method: Method, should_cancel: Callable[[], bool] | None
+    ) -> bool | None:
         """Summarise and commit one document: True written, False failed, None superseded by a newer version."""
         started = time.monotonic()
         try:
             if not source.segments:
                 raise SummaryError("the document has no text to summarise")
-            summary = self.summarize_text(source.title, source.segments, should_cancel)
+            if method == "extractive":
+                dim = self.embedder.dim
+                vectors = np.stack([decode_vector(v, dim) for v in source.vectors])
+                summary = extractive_summary(source.title, source.texts, vectors, self.embedder, self.words)
+            else:
+                summary = self.summarize_text(source.title, source.segments, should_cancel)
             vector = self.embedder.embed([summary])[0]
         except Cancelled:
             raise
         except Exception as exc:  # noqa: BLE001 - one document's failure (model, budget, embedder) must not stop the rest
             log.warning("summary of %s failed: %s", source.path, exc)
             return False if self._commit_failure(coll, source, f"{type(exc).__name__}: {exc}") else None
-        if not self._commit(coll, source, summary, vector):
+        if not self._commit(coll, source, summary, vector, method):
             log.info("%s changed while it was summarised; its summary waits for the new content", source.path)
             return None
-        log.info("summarised %s in %.1fs (%d words)", source.path, time.monotonic() - started, len(summary.split()))
+        log.info("summarised %s (%s) in %.1fs (%d words)", source.path, method, time.monotonic() - started,
+                 len(summary.split()))
         return True
 
     def _budget(
@@ -346,9 +392,10 @@ class Summarizer:
         return summary
 
     # --- commits -------------------------------------------------------------------------------------
-    def _commit(self, coll: Collection, source: _Source, summary: str, vector: np.ndarray) -> bool:
+    def _commit(self, coll: Collection, source: _Source, summary: str, vector: np.ndarray, method: Method) -> bool:
         """Store the summary and replace the document's summary chunk, unless the document changed meanwhile."""
         token_count = self.embedder.count_tokens(summary)
+        model = self.model_name if method == "llm" else f"extractive:{self.embedder.name}"
 
         def work(s: Session, changes: Changes) -> bool:
             doc = s.get(Document, source.doc_id)
@@ -364,11 +411,12 @@ class Summarizer:
                 position=-1,
                 text=summary,
                 token_count=token_count,
-                meta={"model": self.model_name},
+                meta={"model": model},
                 embedding=encode_vector(vector),
             )
             s.add(row)
-            doc.summary, doc.summary_model, doc.summary_state, doc.summary_error = summary, self.model_name, "done", None
+            doc.summary, doc.summary_model, doc.summary_state, doc.summary_error = summary, model, _STATE[method], None
+            flag_modified(doc, "updated_at")  # kept as it is: a summary is not a new version (jobs go by this time)
             s.flush()
             changes.removed.extend(old)
             changes.added_ids.append(row.id)

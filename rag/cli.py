@@ -104,17 +104,29 @@ def ingest(
     data_dir: DataDir = None,
     collection: CollectionOpt = "default",
     summarize: Annotated[
-        bool | None, typer.Option("--summarize/--no-summarize", help="Write LLM summaries (default: RAG_SUMMARIZE).")
+        bool | None, typer.Option("--summarize/--no-summarize", help="Summarise new and changed documents in the "
+                                  "background (default: RAG_SUMMARIZE, on).")
     ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Also wait until every document has a summary.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Index new and changed files, skip unchanged ones, drop files gone from the folders.
 
+    Returns once the chunks are searchable; summaries follow in the background (`--wait` waits for them here).
     With RAG_BROKER_URL set, the files become tasks for `rag worker` processes and this command follows the job."""
     rag = _rag(data_dir)
-    if rag.settings.broker_url:
-        _follow_job(rag, rag.submit(paths, collection, summarize=summarize), as_json)
-        return
+    try:
+        if rag.settings.broker_url:
+            _follow_job(rag, rag.submit(paths, collection, summarize=summarize), as_json)
+        else:
+            _ingest_here(rag, paths, collection, summarize, as_json)
+        if wait and (rag.settings.summarize if summarize is None else summarize):
+            _wait_for_summaries(rag, collection)
+    finally:
+        rag.close()
+
+
+def _ingest_here(rag: RAG, paths: list[Path], collection: str, summarize: bool | None, as_json: bool) -> None:
     with _progress() as bar:
         task = bar.add_task("ingest", total=None, current="")
 
@@ -127,10 +139,20 @@ def ingest(
     else:
         counts = ", ".join(f"{n} {k}" for k, n in report.counts().items())
         console.print(f"[bold]{report.collection}[/]: {counts} in {report.elapsed_s:.1f}s")
-        if report.summaries_written or report.summaries_failed:
-            console.print(f"summaries: {report.summaries_written} written, {report.summaries_failed} failed")
         for f in report.failures:
             console.print(f"  [red]{f.status}[/] {f.path}: {f.error}")
+        if report.summaries_pending:
+            console.print(f"summaries: {report.summaries_pending} pending, written in the background by `rag serve` "
+                          "(or now: `rag ingest --wait`, `rag summarize`)")
+
+
+def _wait_for_summaries(rag: RAG, collection: str) -> None:
+    with _progress() as bar:
+        task = bar.add_task("summaries", total=None, current="")
+        states = rag.wait_for_summaries(
+            collection, progress=lambda done, total, _path: bar.update(task, completed=done, total=total)
+        )
+    console.print("summaries: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
 
 
 @app.command()
@@ -206,6 +228,8 @@ def docs(data_dir: DataDir = None, collection: Annotated[str | None, typer.Optio
     for d in infos:
         status = d.status if d.status == "indexed" else f"[red]{d.status}[/]: {d.error}"
         summary = d.summary_state if not d.summary else (d.summary[:80] + ("…" if len(d.summary) > 80 else ""))
+        if d.summary and d.summary_state == "extractive":
+            summary = f"[dim](extractive)[/] {summary}"
         if d.summary_state == "failed":
             summary = f"[red]failed[/]: {d.summary_error}"
         table.add_row(str(d.id), d.collection, d.path, d.doc_type, str(d.chunks), status, summary)

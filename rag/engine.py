@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
@@ -38,7 +39,7 @@ class RAG:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.settings)
         self._parts: dict[str, Any] = {}
-        self._part_locks = {name: threading.Lock() for name in ("embedder", "retriever", "pipeline", "llm", "queue")}
+        self._part_locks = {name: threading.Lock() for name in ("embedder", "retriever", "pipeline", "llm", "queue", "summaries")}
 
     # --- lazily loaded parts -------------------------------------------------------------------------
     def _part(self, name: str, build: Callable[[], Any]) -> Any:
@@ -77,6 +78,15 @@ class RAG:
         return self._part("llm", lambda: load_llm(self.settings))
 
     @property
+    def summaries(self):
+        """The background summary pass of this engine (started by :meth:`ingest` and ``rag serve``)."""
+        from ingest.summary_pass import SummaryPass
+
+        return self._part(
+            "summaries", lambda: SummaryPass(self.store, self.settings, lambda: self.embedder, lambda: self.llm)
+        )
+
+    @property
     def queue(self):
         from ingest.queue import TaskQueue
 
@@ -104,6 +114,8 @@ class RAG:
             counts, failures, done_bytes, last = self.store.item_summary(job_id)
             info.counts, info.errors, info.processed, info.bytes = counts, failures, sum(counts.values()), done_bytes
             info.message = f"last file: {last}" if last else info.message
+        # Summaries of the documents written since the job was created (a later job's too, if one overlaps).
+        info.summaries = self.store.summary_states(run.collection, updated_since=run.created_at).get(run.collection, {})
         return info
 
     def ingest(
@@ -116,18 +128,50 @@ class RAG:
         should_cancel: Callable[[], bool] | None = None,
     ) -> IngestReport:
         """Bring the collection in line with ``paths``: new and changed files are indexed, unchanged files
-        skipped, files gone from an ingested folder removed. With ``summarize`` (default: Settings), each new
-        or changed document then gets an LLM summary (chunks are searchable before that)."""
+        skipped, files gone from an ingested folder removed. Returns as soon as the chunks are searchable.
+
+        With ``summarize`` (default: Settings, on), each new or changed document is then summarised by the
+        background pass of this engine (:attr:`summaries`); :meth:`wait_for_summaries` waits for it."""
         if isinstance(paths, (str, Path)):
             paths = [paths]
         do_summaries = self.settings.summarize if summarize is None else summarize
         report = self.pipeline.run(
             list(paths), collection, progress=progress, should_cancel=should_cancel, summarize_pending=do_summaries
         )
-        if do_summaries:
-            written, failed = self.summarize(collection, progress=progress, should_cancel=should_cancel)
-            report.summaries_written, report.summaries_failed = written, failed
+        report.summaries_pending = self.store.summary_states(collection).get(collection, {}).get("pending", 0)
+        if do_summaries and report.summaries_pending:
+            self.summaries.wake()
         return report
+
+    def wait_for_summaries(
+        self, collection: str | None = None, *, timeout: float | None = None, progress: ProgressFn | None = None,
+        poll_s: float = 0.5,
+    ) -> dict[str, int]:
+        """Block until no document (of ``collection``, or of any) waits for its first summary; returns the
+        documents per summary state. Runs this engine's background pass unless workers write the summaries
+        (``RAG_BROKER_URL``). Extractive summaries may still be upgraded by the LLM afterwards.
+
+        Raises TimeoutError after ``timeout`` seconds and RuntimeError when the pass keeps failing."""
+        if not self.settings.broker_url:
+            self.summaries.wake()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            states: dict[str, int] = {}
+            for counts in self.store.summary_states(collection).values():
+                for state, n in counts.items():
+                    states[state] = states.get(state, 0) + n
+            total = sum(n for state, n in states.items() if state != "none")
+            pending = states.get("pending", 0)
+            if progress is not None:
+                progress(total - pending, total, "")
+            if not pending:
+                return states
+            passing = self._parts.get("summaries")
+            if passing is not None and passing.error:
+                raise RuntimeError(f"the summary pass is failing: {passing.error}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{pending} document(s) still wait for a summary after {timeout:.0f}s")
+            time.sleep(poll_s)
 
     def summarize(
         self,
@@ -143,7 +187,10 @@ class RAG:
         from ingest.summaries import Summarizer
 
         doc_ids = None if documents is None else [self._document_id(d, collection) for d in documents]
-        summarizer = Summarizer(self.store, self.embedder, self.llm, self.settings)
+        summarizer = Summarizer(
+            self.store, self.embedder, self.llm, self.settings,
+            max_input_tokens=self.summaries.plan.max_input_tokens, concurrency=self.summaries.plan.concurrency,
+        )
         return summarizer.run(collection, doc_ids=doc_ids, force=force, progress=progress, should_cancel=should_cancel)
 
     def delete(self, path_or_id: str | int, collection: str | None = None) -> int:
@@ -259,6 +306,10 @@ class RAG:
         return hits, mode, (abstain(hits, mode, self.settings) if should_abstain(hits, self.settings) else None)
 
     def close(self) -> None:
+        """Stop the summary pass (after the call in hand) and release the store; pending summaries stay pending."""
+        summaries = self._parts.get("summaries")
+        if summaries is not None:
+            summaries.close()
         queue = self._parts.get("queue")
         if queue is not None:
             queue.close()

@@ -90,7 +90,23 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="A file whose parsing takes longer is skipped, so one hostile file cannot "
         "hold an ingestion job (and every job queued behind it) for hours.",
     )
-    summarize: bool = Field(default=False, description="Write LLM summaries during ingestion.")
+    summarize: bool = Field(
+        default=True, description="Summarise every new or changed document in the background after its chunks are "
+        "searchable (RAG_SUMMARIZE=off turns it off). Summaries are indexed and route whole-document questions.",
+    )
+    summary_method: Literal["auto", "llm", "extractive", "extractive+llm"] = Field(
+        default="auto", description="'llm': the LLM writes each summary; 'extractive': the document's most central "
+        "sentences, by the embedder (no LLM); 'extractive+llm': extractive at once, replaced by the LLM's later. "
+        "'auto': 'extractive+llm' with a local model on the CPU, 'llm' on a GPU or a server (bench/summaries.py).",
+    )
+    summary_max_input_tokens: int | None = Field(
+        default=None, ge=256, description="LLM tokens of each document an LLM summary reads (its lead). Default: "
+        "2048 with a local model on the CPU (a 50k-token filing would be ~30 calls), the whole document otherwise.",
+    )
+    summary_concurrency: int | None = Field(
+        default=None, ge=1, le=256, description="LLM summaries in flight at once. Default: 8 for an "
+        "OpenAI-compatible server (vLLM batches them), 1 for a local model (one call at a time anyway).",
+    )
     index_save_interval_s: float = Field(
         default=30.0, description="How often a long ingestion persists the FAISS index (SQL commits per document)."
     )
@@ -159,6 +175,18 @@ class Settings(BaseSettings):
     synthesis_mode: SynthesisMode = SynthesisMode.COMPACT
     abstain_threshold: float = Field(
         default=0.30, description="Best dense cosine below which the service abstains without calling the LLM."
+    )
+    verify_citations: bool = Field(
+        default=True, description="After generation, check each answer sentence against the passages it cites "
+        "(embedder cosine + word overlap): re-point or drop citations that do not hold, find the supporting spans.",
+    )
+    citation_min_support: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Support score (0..1) a passage needs for a sentence to keep citing "
+        "it; below it the citation moves to the passage that scores best, or goes (rag/synthesis/verify.py).",
+    )
+    rewrite_followups: bool = Field(
+        default=True, description="Rewrite a chat follow-up that does not stand alone (pronouns, ellipsis) into a "
+        "standalone question with one LLM call before retrieval (rag/synthesis/conversation.py).",
     )
 
     # --- API -------------------------------------------------------------------------------------

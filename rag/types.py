@@ -48,7 +48,7 @@ def utcnow() -> datetime:
 
 
 FileStatus = Literal["added", "updated", "unchanged", "removed", "failed", "skipped"]
-SummaryState = Literal["none", "pending", "done", "failed"]
+SummaryState = Literal["none", "pending", "extractive", "done", "failed"]
 
 
 @dataclass
@@ -88,8 +88,7 @@ class IngestReport:
     collection: str
     files: list[FileOutcome] = field(default_factory=list)
     elapsed_s: float = 0.0
-    summaries_written: int = 0
-    summaries_failed: int = 0
+    summaries_pending: int = 0  # documents of the collection waiting for their first summary when it returned
 
     def _count(self, status: FileStatus) -> int:
         return sum(1 for f in self.files if f.status == status)
@@ -131,8 +130,7 @@ class IngestReport:
             "counts": self.counts(),
             "files": [asdict(f) for f in self.files],
             "elapsed_s": self.elapsed_s,
-            "summaries_written": self.summaries_written,
-            "summaries_failed": self.summaries_failed,
+            "summaries_pending": self.summaries_pending,
         }
 
 
@@ -229,6 +227,7 @@ class JobInfo:
     finished_at: str | None
     executor: str = "thread"
     bytes: int = 0
+    summaries: dict[str, int] = field(default_factory=dict)  # documents per summary state (pending, done, …)
 
     @classmethod
     def of(cls, run: Any) -> JobInfo:

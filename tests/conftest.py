@@ -16,6 +16,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Summaries are on by default and written by a background thread: in tests about other things they would add summary
+# hits to retrieval at a moment that depends on timing. The tests about summaries turn them on (tests/test_summaries.py,
+# tests/test_summary_pass.py), the default included; server subprocesses inherit this.
+os.environ.setdefault("RAG_SUMMARIZE", "off")
 
 from rag import RAG, Settings
 from rag.models import load_llm

@@ -23,7 +23,7 @@ from rag.store.schema import Chunk
 from tests.conftest import SHARED_DATA, SMALL_LLM, write_files
 
 WINDOW = 1024
-SETTINGS = {"llm_model": SMALL_LLM, "context_window": WINDOW, "summary_max_new_tokens": 48}
+SETTINGS = {"llm_model": SMALL_LLM, "context_window": WINDOW, "summary_max_new_tokens": 48, "summary_method": "llm"}
 
 SHORT_DOCS = {
     "volcanoes.md": "# Volcanoes\n\nA volcano is an opening in the Earth's crust through which molten rock, ash and "
@@ -123,7 +123,8 @@ def test_summaries_lifecycle(make_rag: Callable[..., RAG], data_dir: Path, llm: 
     engine = make_rag(data_dir, **SETTINGS)
 
     report = engine.ingest(docs, summarize=True)
-    assert (report.summaries_written, report.summaries_failed) == (4, 0)
+    assert report.summaries_pending == 4  # returned as soon as the chunks were searchable
+    assert engine.wait_for_summaries(timeout=300) == {"done": 4}
     infos = {Path(d.path).name: d for d in engine.documents()}
     assert {d.summary_state for d in infos.values()} == {"done"}
     assert all(d.summary and d.summary.strip() and d.summary_model == SMALL_LLM for d in infos.values())
@@ -148,13 +149,15 @@ def test_summaries_lifecycle(make_rag: Callable[..., RAG], data_dir: Path, llm: 
     # Unchanged documents: nothing is summarised again.
     calls = len(llm.requests)
     again = engine.ingest(docs, summarize=True)
-    assert (again.unchanged, again.summaries_written, len(llm.requests)) == (4, 0, calls)
+    assert engine.wait_for_summaries(timeout=300) == {"done": 4}
+    assert (again.unchanged, again.summaries_pending, len(llm.requests)) == (4, 0, calls)
     assert _summary_chunks(engine) == chunks
 
     # A changed document gets a new summary; the others keep theirs, chunk ids included.
     (docs / "chess.txt").write_text(EDITED_CHESS)
     edited = engine.ingest(docs, summarize=True)
-    assert (edited.updated, edited.summaries_written, len(llm.requests)) == (1, 1, calls + 1)
+    assert engine.wait_for_summaries(timeout=300) == {"done": 4}
+    assert (edited.updated, edited.summaries_pending, len(llm.requests)) == (1, 1, calls + 1)
     after = _summary_chunks(engine)
     chess_id = infos["chess.txt"].id
     assert after[chess_id] != chunks[chess_id] and engine.summary(chess_id) == after[chess_id][1]
@@ -170,7 +173,7 @@ def test_summaries_lifecycle(make_rag: Callable[..., RAG], data_dir: Path, llm: 
     assert restarted.summary(chess_id) == after[chess_id][1]
     hits = restarted.retrieve("What is the document about volcanoes about?", top_k=5)
     assert any(h.kind == "summary" and Path(h.document).name == "volcanoes.md" for h in hits)
-    assert restarted.ingest(docs, summarize=True).summaries_written == 0
+    assert restarted.ingest(docs, summarize=True).summaries_pending == 0
     assert len(llm.requests) == calls + 1
 
 

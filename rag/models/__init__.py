@@ -51,4 +51,14 @@ def load_llm(settings: Settings) -> LLM:
         return llm
 
 
-__all__ = ["load_llm"]
+def llm_placement(settings: Settings) -> str:
+    """Where the LLM runs: ``server`` (an OpenAI-compatible one), ``cuda`` or ``cpu``; summary costs are planned
+    by it (``ingest.summary_pass.summary_plan``)."""
+    if settings.llm_backend == "openai":
+        return "server"
+    from rag.models.device import choose_device
+
+    return "cuda" if choose_device(settings.device).startswith("cuda") else "cpu"
+
+
+__all__ = ["llm_placement", "load_llm"]

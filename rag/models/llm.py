@@ -15,7 +15,8 @@ Backends: :class:`rag.models.local_llm.LocalLLM` (transformers in this process) 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 Message = dict[str, str]
@@ -86,6 +87,14 @@ class LLM(ABC):
     def stream(
         self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
     ) -> TextStream: ...
+
+    def background(self, cancel: Callable[[], bool] | None = None) -> AbstractContextManager[object]:
+        """Calls made by this thread inside the block are background work (summaries) that give way to answers,
+        and stop early (:class:`rag.types.Cancelled`) once ``cancel()`` is true.
+
+        Only a backend whose calls compete for one local model needs it (:class:`~rag.models.local_llm.LocalLLM`);
+        a server such as vLLM schedules concurrent requests itself."""
+        return nullcontext()
 
     def check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
         """Refuse a request that cannot fit: the budgeter upstream should have made this impossible."""

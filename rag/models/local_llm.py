@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from rag.models.device import choose_device
@@ -24,10 +25,11 @@ log = logging.getLogger(__name__)
 
 
 class LocalLLM(LLM):
-    """A transformers causal LM in this process; one generation at a time (a lock), streaming via a thread.
+    """A transformers causal LM in this process; one generation at a time, streaming via a thread.
 
     Weights are shared between instances of the same model and device (e.g. with different window overrides), and
-    so is the lock: two threads never run the same weights at once.
+    so is their :class:`~rag.models.gate.ModelGate`: answers run one at a time, and background calls (summaries)
+    pause whenever an answer is waiting.
     """
 
     def __init__(self, settings: Settings, *, model: str | None = None, device: str | None = None) -> None:
@@ -39,7 +41,7 @@ class LocalLLM(LLM):
         # bfloat16 on a GPU; float32 on the CPU, where bf16 prefill is ~5x slower.
         self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         loaded = load_weights(source, self.device, self.dtype)
-        self.model, self.tokenizer, self._lock = loaded.model, loaded.tokenizer, loaded.lock
+        self.model, self.tokenizer, self.gate = loaded.model, loaded.tokenizer, loaded.gate
         self.load_seconds = loaded.load_seconds
         config_window = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
         window = settings.context_window or config_window
@@ -90,6 +92,9 @@ class LocalLLM(LLM):
         return self.tokens.count_messages(messages)
 
     # --- generation ----------------------------------------------------------------------------
+    def background(self, cancel: Callable[[], bool] | None = None) -> AbstractContextManager[object]:
+        return self.gate.background(cancel)
+
     def _prepare(
         self, messages: Sequence[Message], max_new_tokens: int, temperature: float, top_p: float
     ) -> tuple[dict[str, Any], int]:
@@ -119,7 +124,7 @@ class LocalLLM(LLM):
         self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
     ) -> Generation:
         kwargs, prompt_len = self._prepare(messages, max_new_tokens, temperature, top_p)
-        with self._lock, self._torch.inference_mode():
+        with self.gate.use(), self._torch.inference_mode():
             output = self.model.generate(**kwargs)
         new, finish = self._finish(output, prompt_len, max_new_tokens)
         text = self.tokenizer.decode(new, skip_special_tokens=True)
@@ -146,7 +151,7 @@ class LocalLLM(LLM):
 
         def work() -> None:
             try:
-                with self._lock, self._torch.inference_mode():
+                with self.gate.use(), self._torch.inference_mode():
                     if cancel.is_set():
                         return
                     result["output"] = self.model.generate(

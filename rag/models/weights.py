@@ -1,7 +1,7 @@
 """The process-wide cache of local model weights: one load per (source, device, dtype), however many LLMs use it.
 
 A model is gigabytes and a minute to load; ``RAG`` objects with different window overrides (or one per API request)
-share the weights and the one lock that keeps two threads from running them at once.
+share the weights and the one gate (:class:`~rag.models.gate.ModelGate`) that decides which thread runs them.
 """
 
 from __future__ import annotations
@@ -11,15 +11,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rag.models.gate import ModelGate
+
 
 @dataclass
 class LoadedWeights:
-    """Weights + tokenizer + the one lock that serialises their use, shared by every LocalLLM of that model."""
+    """Weights + tokenizer + the one gate that orders their use, shared by every LocalLLM of that model."""
 
     model: Any
     tokenizer: Any
     source: str
-    lock: threading.Lock
+    gate: ModelGate
     load_seconds: float
 
 
@@ -37,5 +39,7 @@ def load_weights(source: str, device: str, dtype: Any) -> LoadedWeights:
             t0 = time.perf_counter()
             tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
-            _weights[key] = LoadedWeights(model, tokenizer, source, threading.Lock(), time.perf_counter() - t0)
+            gate = ModelGate()
+            gate.install(model)
+            _weights[key] = LoadedWeights(model, tokenizer, source, gate, time.perf_counter() - t0)
         return _weights[key]

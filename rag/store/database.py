@@ -53,7 +53,16 @@ def _v4_queued_jobs(conn: Connection) -> None:
     IngestionItem.__table__.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_run_heartbeat, _v3_change_log, _v4_queued_jobs]
+def _v5_summary_state_index(conn: Connection) -> None:
+    """Summaries are written by a background pass that looks up pending documents by state."""
+    for index in Base.metadata.tables["documents"].indexes:
+        if index.name == "ix_documents_summary_state":
+            index.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _v1_initial, _v2_run_heartbeat, _v3_change_log, _v4_queued_jobs, _v5_summary_state_index,
+]
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

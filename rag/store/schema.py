@@ -53,7 +53,11 @@ class Collection(Base):
 
 class Document(Base):
     __tablename__ = "documents"
-    __table_args__ = (UniqueConstraint("collection_id", "path", name="uq_document_path"),)
+    __table_args__ = (
+        UniqueConstraint("collection_id", "path", name="uq_document_path"),
+        # The background summary pass asks for pending documents every few seconds: an index, not a scan.
+        Index("ix_documents_summary_state", "collection_id", "summary_state"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
     path: Mapped[str] = mapped_column(Text)
@@ -67,7 +71,7 @@ class Document(Base):
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     summary: Mapped[str | None] = mapped_column(Text, nullable=True)
-    summary_state: Mapped[str] = mapped_column(String(20), default="none")  # none | pending | done | failed
+    summary_state: Mapped[str] = mapped_column(String(20), default="none")  # none | pending | extractive | done | failed
     summary_model: Mapped[str | None] = mapped_column(String(500), nullable=True)
     summary_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -73,6 +73,7 @@ class ChunkRow:
     text: str
     start_char: int | None
     end_char: int | None
+    meta: dict[str, Any] | None = None  # e.g. the page where a PDF passage starts (ingest.chunking.page_meta)
 
 
 def _slug(name: str) -> str:
@@ -334,6 +335,29 @@ class Store(RunRecords):
                 for d, name in s.execute(q).all()
             ]
 
+    def summary_states(
+        self, collection: str | None = None, *, updated_since: Any = None, updated_until: Any = None
+    ) -> dict[str, dict[str, int]]:
+        """Indexed documents per collection and summary state (optionally those written in a time window): what
+        the background pass has left, and what a job's documents have got."""
+        with self.session() as s:
+            q = (
+                select(Collection.name, Document.summary_state, func.count())
+                .join(Collection, Collection.id == Document.collection_id)
+                .where(Document.status == "indexed")
+                .group_by(Collection.name, Document.summary_state)
+            )
+            if collection is not None:
+                q = q.where(Collection.name == collection)
+            if updated_since is not None:
+                q = q.where(Document.updated_at >= updated_since)
+            if updated_until is not None:
+                q = q.where(Document.updated_at <= updated_until)
+            out: dict[str, dict[str, int]] = {}
+            for name, state, n in s.execute(q):
+                out.setdefault(name, {})[state] = int(n)
+            return out
+
     # --- chunks ------------------------------------------------------------------------------------
     def chunk_rows(self, ids: list[int]) -> dict[int, ChunkRow]:
         """Rows for ``ids`` that exist in SQL (ids FAISS still holds after a crash are simply absent)."""
@@ -343,7 +367,7 @@ class Store(RunRecords):
             rows = s.execute(
                 select(
                     Chunk.id, Chunk.document_id, Document.path, Document.title, Chunk.kind, Chunk.position,
-                    Chunk.text, Chunk.start_char, Chunk.end_char,
+                    Chunk.text, Chunk.start_char, Chunk.end_char, Chunk.meta,
                 )
                 .join(Document, Document.id == Chunk.document_id)
                 .where(Chunk.id.in_(ids))
