@@ -6,7 +6,6 @@ may have moved or changed since it was ingested, while the chunks are exactly wh
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
@@ -17,6 +16,7 @@ from api.deps import get_rag
 from api.security import require_api_key
 from rag.engine import RAG
 from rag.store.store import ChunkRow
+from rag.types import page_at
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["documents"])
 
@@ -52,9 +52,10 @@ def passage(chunk_id: ChunkId, rag: Rag) -> dict[str, Any]:
     row = rag.store.chunk_rows([chunk_id]).get(chunk_id)
     if row is None:
         raise KeyError(f"no passage {chunk_id} (its document may have been deleted or re-ingested)")
-    doc = rag.store.find_document(row.document_id)
-    page_starts = list((doc.meta or {}).get("page_starts", [])) if doc is not None else []
-    page = page_of(page_starts, row.start_char) if row.kind == "chunk" else None
+    page = (row.meta or {}).get("page")
+    if page is None and row.kind == "chunk":  # a passage stored before pages were kept per chunk
+        doc = rag.store.find_document(row.document_id)
+        page = page_at((doc.meta or {}).get("page_starts", []) if doc is not None else [], row.start_char)
     return {
         "chunk_id": row.id, "document_id": row.document_id, "document": row.path, "title": row.title,
         "kind": row.kind, "position": row.position, "text": row.text, "start_char": row.start_char,
@@ -74,14 +75,6 @@ def document_text(document_id: DocumentId, rag: Rag) -> dict[str, Any]:
         "id": doc.id, "path": doc.path, "title": doc.title, "text": stitch(rows),
         "page_starts": list((doc.meta or {}).get("page_starts", [])),
     }
-
-
-def page_of(page_starts: list[int], offset: int | None) -> int | None:
-    """The 1-based page holding ``offset``; a page without text starts where the next one does, so the last page
-    starting at or before the offset is the one."""
-    if not page_starts or offset is None:
-        return None
-    return bisect_right(page_starts, offset)
 
 
 def stitch(rows: list[ChunkRow]) -> str:

@@ -8,10 +8,13 @@ offsets are recovered directly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from llama_index.core.node_parser import SentenceSplitter
+
+from rag.types import page_at
 
 
 @dataclass
@@ -42,3 +45,16 @@ class Chunker:
                 cursor = start + 1
             chunks.append(TextChunk(position, piece, self._count(piece), *span))
         return chunks
+
+
+def page_meta(chunk: TextChunk, page_starts: Sequence[int] | None) -> dict[str, Any]:
+    """A chunk's page provenance for its ``meta``: the page it starts on, and where in its text each later page
+    begins. Stored per chunk at ingestion so a hit (and a supporting span inside it) names its page without
+    reading the document; empty for documents without pages or a chunk whose place in the text is unknown."""
+    if not page_starts or chunk.start_char is None or chunk.end_char is None:
+        return {}
+    meta: dict[str, Any] = {"page": page_at(page_starts, chunk.start_char)}
+    inside = [s - chunk.start_char for s in page_starts if chunk.start_char < s < chunk.end_char]
+    if inside:
+        meta["page_starts"] = inside
+    return meta

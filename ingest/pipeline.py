@@ -27,7 +27,7 @@ from pathlib import Path
 from filelock import FileLock
 from sqlalchemy.orm import Session
 
-from ingest.chunking import Chunker, TextChunk
+from ingest.chunking import Chunker, TextChunk, page_meta
 from ingest.discover import content_hash, discover
 from ingest.readers import ReadCancelled, ReadError, doc_type_for, read_document
 from rag.models.embedder import Embedder
@@ -267,8 +267,10 @@ class IngestPipeline:
             for item in batch:
                 vecs = vectors[offset : offset + len(item.chunks)]
                 offset += len(item.chunks)
+                page_starts = item.meta.get("page_starts")
                 records = [
-                    ChunkRecord(c.position, c.text, c.token_count, v, c.start_char, c.end_char)
+                    ChunkRecord(c.position, c.text, c.token_count, v, c.start_char, c.end_char,
+                                meta=page_meta(c, page_starts))
                     for c, v in zip(item.chunks, vecs)
                 ]
                 try:

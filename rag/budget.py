@@ -8,7 +8,9 @@ a chat template and the joins between pieces can merge or split tokens at their 
 Policy: the question and the prompt scaffolding are never cut (if they alone do not fit, :class:`BudgetError`);
 passages enter in rank order while they fit; the first one that does not fit is truncated to the room left when that
 room is useful (``min_truncated_tokens``), otherwise dropped with all later ones (``overflow="truncate"``, one-call
-modes) or left for the next call (``overflow="stop"``, the batch walks of refine / tree_summarize).
+modes) or left for the next call (``overflow="stop"``, the batch walks of refine / tree_summarize). Earlier turns of
+a conversation come last: as many of the most recent as the room left after the passages holds (:func:`fit_history`),
+whole turns, the oldest dropped first, counted on the rendered prompt like everything else.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ class BudgetedPrompt:
     truncated: int = 0
     scaffold_tokens: int = 0  # rendered prompt without any passage
     shrinks: int = 0  # times the real rendered count forced a cut after the estimate (template boundary effects)
+    history: int = 0  # earlier chat messages carried (the most recent ones)
+    history_dropped: int = 0  # earlier chat messages left out (the oldest ones)
 
 
 def numbered(passage: Passage, text: str) -> str:
@@ -82,10 +86,40 @@ def plain(passage: Passage, text: str) -> str:
     return f"- {text}"
 
 
-def build_messages(system: str, user: str) -> list[Message]:
+def build_messages(system: str, user: str, history: Sequence[Message] = ()) -> list[Message]:
+    """System prompt, earlier turns of the conversation, then this request as the last user message."""
     messages: list[Message] = [{"role": "system", "content": system}] if system else []
+    messages.extend(history)
     messages.append({"role": "user", "content": user})
     return messages
+
+
+def fit_history(
+    llm: TokenBudgetModel,
+    render: Callable[[Sequence[Message]], list[Message]],
+    history: Sequence[Message],
+    max_new_tokens: int,
+) -> tuple[list[Message], int, int]:
+    """The prompt ``render(recent)`` with the longest suffix of ``history`` that still fits the window.
+
+    Cut only where a user message begins, so whole turns are dropped, the oldest first, and the roles keep
+    alternating as chat templates expect. ``render([])`` must fit already (the caller budgeted it). The count grows
+    with the suffix, so a binary search over the turn starts finds the longest in a few real counts.
+    Returns (messages, their tokens, history messages kept).
+    """
+    cuts = sorted({i for i, m in enumerate(history) if m.get("role") == "user"} | {len(history)})
+    lo, hi = 0, len(cuts) - 1  # cuts[hi] fits (it keeps no history); find the smallest index that fits
+    best = render([])
+    best_tokens = llm.count_messages(best)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        messages = render(history[cuts[mid]:])
+        tokens = llm.count_messages(messages)
+        if tokens + max_new_tokens <= llm.context_window:
+            best, best_tokens, hi = messages, tokens, mid
+        else:
+            lo = mid + 1
+    return best, best_tokens, len(history) - cuts[hi]
 
 
 def budget_prompt(
@@ -101,8 +135,10 @@ def budget_prompt(
     formatter: Callable[[Passage, str], str] = numbered,
     separator: str = "\n\n",
     min_truncated_tokens: int = MIN_TRUNCATED_TOKENS,
+    history: Sequence[Message] = (),
 ) -> BudgetedPrompt:
-    """Place ``passages[start:]`` into ``template`` (``{context}`` + ``fields``) within the window.
+    """Place ``passages[start:]`` into ``template`` (``{context}`` + ``fields``) within the window, then as much of
+    ``history`` (earlier chat messages, oldest first) as the room left holds.
 
     ``fields`` (question, existing answer …) are never truncated. Raises :class:`BudgetError` when they do not fit
     with ``max_new_tokens``, or (``overflow="stop"``) when not even a truncated first passage fits.
@@ -111,9 +147,9 @@ def budget_prompt(
     if max_new_tokens < 1:
         raise BudgetError("max_new_tokens must be at least 1")
 
-    def render(placed: list[list]) -> list[Message]:
+    def render(placed: list[list], recent: Sequence[Message] = ()) -> list[Message]:
         context = separator.join(formatter(passages[i], text) for i, text, _ in placed)
-        return build_messages(system, template.format(context=context, **fields))
+        return build_messages(system, template.format(context=context, **fields), recent)
 
     scaffold = llm.count_messages(render([]))
     if scaffold + max_new_tokens > window:
@@ -167,6 +203,9 @@ def budget_prompt(
             f"the context window of {window} tokens leaves no useful room for a passage "
             f"(needs {min_truncated_tokens}) after the prompt and {max_new_tokens} answer tokens"
         )
+    kept = 0
+    if history:
+        messages, prompt_tokens, kept = fit_history(llm, lambda recent: render(placed, recent), history, max_new_tokens)
 
     result_passages = [
         PlacedPassage(number=passages[i].number, index=i, text=text, truncated=flag) for i, text, flag in placed
@@ -182,4 +221,6 @@ def budget_prompt(
         truncated=sum(1 for *_, flag in placed if flag),
         scaffold_tokens=scaffold,
         shrinks=shrinks,
+        history=kept,
+        history_dropped=len(history) - kept,
     )

@@ -9,13 +9,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
+from rag.models.llm import Message
 from rag.settings import Settings
 from rag.store.store import Store, StoreError
 from rag.types import Answer, DocumentInfo, Hit, IngestReport, JobInfo, ProgressFn
+
+if TYPE_CHECKING:
+    from rag.synthesis import Chat
 
 log = logging.getLogger(__name__)
 
@@ -260,13 +264,9 @@ class RAG:
         path_prefix: str | None = None,
         document_ids: list[int] | None = None,
     ) -> Answer:
-        """A grounded answer with numbered citations, or an abstention when nothing relevant was found."""
-        from rag.synthesis import synthesize
-
-        hits, mode, abstention = self._evidence(question, top_k, collection, mode, path_prefix, document_ids)
-        if abstention is not None:
-            return abstention
-        return synthesize(question, hits, self.llm, self.settings, mode, apply_abstention=False)
+        """A grounded answer with numbered, verified citations, or an abstention when nothing relevant was found."""
+        return self.chat(_asked(question), top_k, collection, mode=mode, path_prefix=path_prefix,
+                         document_ids=document_ids)
 
     def stream(
         self,
@@ -279,14 +279,92 @@ class RAG:
         document_ids: list[int] | None = None,
     ) -> Iterator[str | Answer]:
         """Text pieces as the model writes them, then the final ``Answer`` (sources and usage)."""
-        from rag.synthesis import stream_answer
+        return self.chat_stream(_asked(question), top_k, collection, mode=mode, path_prefix=path_prefix,
+                                document_ids=document_ids)
 
-        hits, mode, abstention = self._evidence(question, top_k, collection, mode, path_prefix, document_ids)
-        if abstention is not None:
-            yield abstention.text
-            yield abstention
-            return
-        yield from stream_answer(question, hits, self.llm, self.settings, mode, apply_abstention=False)
+    def conversation(self, messages: Sequence[Message]) -> Chat:
+        """The question (last user message) and history of OpenAI-style ``messages``; ``needs_rewrite`` says, without
+        the model, whether answering it will first rewrite it (so the API can queue for the model before)."""
+        from rag.synthesis import read_chat
+
+        return read_chat(messages)
+
+    def chat(
+        self,
+        messages: Sequence[Message] | Chat,
+        top_k: int | None = None,
+        collection: str = "default",
+        *,
+        mode: str | None = None,
+        path_prefix: str | None = None,
+        document_ids: list[int] | None = None,
+    ) -> Answer:
+        """Answer the last user message of a conversation (OpenAI message format): a follow-up that does not stand
+        alone is rewritten from the earlier turns first (``Answer.question``), and the answer prompt carries as much
+        recent history as the passages leave room for."""
+        replies = self._respond(messages, top_k, collection, mode, path_prefix, document_ids, streaming=False)
+        while True:
+            try:
+                next(replies)
+            except StopIteration as stop:
+                return stop.value
+
+    def chat_stream(
+        self,
+        messages: Sequence[Message] | Chat,
+        top_k: int | None = None,
+        collection: str = "default",
+        *,
+        mode: str | None = None,
+        path_prefix: str | None = None,
+        document_ids: list[int] | None = None,
+    ) -> Iterator[str | Answer]:
+        """:meth:`chat` streamed: text pieces, then the final ``Answer`` (its text with the verified citations)."""
+        answer = yield from self._respond(messages, top_k, collection, mode, path_prefix, document_ids, streaming=True)
+        yield answer
+
+    def _respond(
+        self,
+        messages: Sequence[Message] | Chat,
+        top_k: int | None,
+        collection: str,
+        mode: str | None,
+        path_prefix: str | None,
+        document_ids: list[int] | None,
+        *,
+        streaming: bool,
+    ) -> Generator[str, None, Answer]:
+        """Rewrite (when needed) → retrieve → abstain or synthesize with history → verify citations."""
+        from rag.synthesis import Chat, rewrite, stream_answer, synthesize
+
+        chat = messages if isinstance(messages, Chat) else self.conversation(messages)
+        rewriting = None
+        if chat.needs_rewrite and self.settings.rewrite_followups:
+            chat.standalone, rewriting = rewrite(self.llm, chat)
+        hits, mode, answer = self._evidence(chat.standalone, top_k, collection, mode, path_prefix, document_ids)
+        if answer is not None:
+            if streaming:
+                yield answer.text
+        else:
+            options: dict[str, Any] = {
+                "apply_abstention": False, "history": chat.history,
+                "embedder": self.embedder if self.settings.verify_citations else None,
+            }
+            if not streaming:
+                answer = synthesize(chat.standalone, hits, self.llm, self.settings, mode, **options)
+            else:
+                for item in stream_answer(chat.standalone, hits, self.llm, self.settings, mode, **options):
+                    if isinstance(item, Answer):
+                        answer = item
+                    else:
+                        yield item
+        assert answer is not None
+        answer.question, answer.rewritten = chat.standalone, chat.rewritten
+        if rewriting is not None:  # the rewrite is one more call of this answer
+            answer.usage.llm_calls += 1
+            answer.usage.completion_tokens += rewriting.completion_tokens
+            answer.usage.prompt_tokens = max(answer.usage.prompt_tokens, rewriting.prompt_tokens)
+        return answer
 
     def _evidence(
         self,
@@ -320,6 +398,13 @@ class RAG:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _asked(question: str) -> list[Message]:
+    """A single question as a conversation of one user message."""
+    if not question or not question.strip():
+        raise ValueError("the question is empty")
+    return [{"role": "user", "content": question}]
 
 
 __all__ = ["RAG", "StoreError"]

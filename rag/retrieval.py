@@ -139,6 +139,7 @@ class Retriever:
 
 
 def _hit(row, collection: str, score: float, dense: float | None, lexical: float | None) -> Hit:
+    meta = row.meta or {}
     return Hit(
         chunk_id=row.id,
         document_id=row.document_id,
@@ -153,4 +154,6 @@ def _hit(row, collection: str, score: float, dense: float | None, lexical: float
         end_char=row.end_char,
         dense_score=None if dense is None else float(dense),
         lexical_score=None if lexical is None else float(lexical),
+        page=meta.get("page"),
+        page_starts=list(meta.get("page_starts", [])),
     )

@@ -5,7 +5,8 @@ engine, ingestion and the store all speak. Kept here, at the bottom, so none of 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -68,9 +69,23 @@ class Hit:
     end_char: int | None = None
     dense_score: float | None = None
     lexical_score: float | None = None
+    page: int | None = None  # 1-based page (PDF) where the passage starts
+    page_starts: list[int] = field(default_factory=list)  # offsets in ``text`` where each later page begins
+
+    def page_of(self, offset: int) -> int | None:
+        """The page holding character ``offset`` of this passage's text (None for a document without pages)."""
+        return None if self.page is None else self.page + bisect_right(self.page_starts, offset)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def page_at(page_starts: Sequence[int], offset: int | None) -> int | None:
+    """The 1-based page holding ``offset`` given where each page starts; a page without text starts where the next
+    one does, so the last page starting at or before the offset is the one (bisect to the right)."""
+    if not page_starts or offset is None:
+        return None
+    return bisect_right(page_starts, offset)
 
 
 @dataclass
@@ -157,8 +172,27 @@ class DocumentInfo:
 
 
 @dataclass
+class Span:
+    """The words of a passage that support one sentence of an answer, found after generation.
+
+    ``start``/``end`` index the passage's text, ``doc_start``/``doc_end`` the document's indexed text (None when the
+    passage's place in it is unknown); ``score`` mixes the embedder's cosine with lexical overlap (0..1);
+    ``sentence`` is the index of the supported sentence in ``Answer.sentences``.
+    """
+
+    start: int
+    end: int
+    score: float
+    sentence: int
+    page: int | None = None
+    doc_start: int | None = None
+    doc_end: int | None = None
+
+
+@dataclass
 class Source:
-    """A numbered source of an answer: ``[number]`` in the text points here."""
+    """A numbered source of an answer: ``[number]`` in the text points here; ``spans`` say which of its words
+    support which sentence."""
 
     number: int
     document: str
@@ -168,6 +202,8 @@ class Source:
     text: str
     score: float
     kind: str = "chunk"
+    page: int | None = None
+    spans: list[Span] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,19 +221,40 @@ class Usage:
     chunks_used: int = 0
     chunks_dropped: int = 0
     chunks_truncated: int = 0
+    history_messages: int = 0  # earlier chat messages the answer prompt carried
+    history_dropped: int = 0  # earlier chat messages left out for room (the oldest)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass
+class SentenceCheck:
+    """One sentence of an answer (``start``/``end`` index ``Answer.text``) and whether a cited passage supports it."""
+
+    start: int
+    end: int
+    supported: bool
+    score: float  # best support found among the passages shown (0..1)
+    citations: list[int] = field(default_factory=list)
+
+
+@dataclass
 class Answer:
+    """``question`` is what was searched and answered: the question, or a follow-up rewritten to stand alone
+    (``rewritten``). ``groundedness`` is the share of checked sentences a cited passage supports (None when
+    nothing was checked, e.g. an abstention)."""
+
     text: str
     sources: list[Source] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     abstained: bool = False
     mode: str = SynthesisMode.COMPACT.value
     hits: list[Hit] = field(default_factory=list)
+    question: str = ""
+    rewritten: bool = False
+    groundedness: float | None = None
+    sentences: list[SentenceCheck] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -206,6 +263,10 @@ class Answer:
             "usage": self.usage.to_dict(),
             "abstained": self.abstained,
             "mode": self.mode,
+            "question": self.question,
+            "rewritten": self.rewritten,
+            "groundedness": self.groundedness,
+            "sentences": [asdict(s) for s in self.sentences],
         }
 
 

@@ -187,11 +187,11 @@ def test_passage_and_document_text_routes(server: ApiServer, uploaded: Any) -> N
 
 
 def test_page_of_an_offset() -> None:
-    from api.passages import page_of
+    from rag.types import page_at
 
     starts = [0, 17, 17, 40]  # page 2 has no text
-    assert [page_of(starts, o) for o in (0, 16, 17, 39, 40, 99)] == [1, 1, 3, 3, 4, 4]
-    assert page_of([], 5) is None and page_of(starts, None) is None
+    assert [page_at(starts, o) for o in (0, 16, 17, 39, 40, 99)] == [1, 1, 3, 3, 4, 4]
+    assert page_at([], 5) is None and page_at(starts, None) is None
 
 
 def test_stitch_cuts_the_overlap_between_chunks() -> None:

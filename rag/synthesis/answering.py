@@ -2,7 +2,10 @@
 
 ``Answer.sources`` lists the cited passages; when the model cites nothing (small models often do not) it lists every
 passage the model was shown, so provenance is never lost — unless the model said the answer is not there.
-Streaming (:func:`stream_answer`) yields text pieces and, last, the :class:`Answer`.
+Given the embedder, the citations are then verified (:mod:`~rag.synthesis.verify`): each source carries the spans
+that support the sentences citing it, and the answer its groundedness. Streaming (:func:`stream_answer`) yields
+text pieces and, last, the :class:`Answer`, whose text has the verified citations (they may differ from the
+streamed ones).
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from rag.synthesis.abstention import abstain, model_abstained, should_abstain
 from rag.synthesis.citations import clean_citations, parse_citations
 from rag.synthesis.prompts import hits_to_passages
 from rag.synthesis.run import Run
-from rag.types import Answer, Hit, Source, SynthesisMode, Usage
+from rag.synthesis.verify import Embeds, Verification, verify_citations
+from rag.types import Answer, Hit, Source, Span, SynthesisMode, Usage
 
 if TYPE_CHECKING:
-    from rag.models.llm import LLM
+    from rag.models.llm import LLM, Message
     from rag.settings import Settings
 
 Strategy = Callable[[Run, str, list[Passage], bool], Generator[str, None, str]]
@@ -39,8 +43,8 @@ def _mode(mode: str | None, settings: Settings) -> SynthesisMode:
         raise ValueError(f"unknown synthesis mode {chosen!r}; choose one of {', '.join(SynthesisMode)}") from None
 
 
-def _sources(numbers: list[int], hits: Sequence[Hit]) -> list[Source]:
-    """Source ``n`` is hit ``n`` (passages are numbered by rank from 1)."""
+def _sources(numbers: list[int], hits: Sequence[Hit], spans: dict[int, list[Span]]) -> list[Source]:
+    """Source ``n`` is hit ``n`` (passages are numbered by rank from 1), with the spans that support its citations."""
     return [
         Source(
             number=n,
@@ -51,6 +55,8 @@ def _sources(numbers: list[int], hits: Sequence[Hit]) -> list[Source]:
             text=h.text,
             score=h.score,
             kind=h.kind,
+            page=h.page,
+            spans=spans.get(n, []),
         )
         for n in numbers
         for h in (hits[n - 1],)
@@ -66,22 +72,29 @@ def _answer(
     streaming: bool,
     max_new_tokens: int | None,
     apply_abstention: bool,
+    history: Sequence[Message],
+    embedder: Embeds | None,
 ) -> Generator[str, None, Answer]:
     chosen = _mode(mode, settings)
     if not question.strip():
         raise ValueError("the question is empty")
     if (apply_abstention and should_abstain(hits, settings)) or not hits:
         abstention = abstain(hits, chosen, settings, llm)
+        abstention.question = question
         if streaming:
             yield abstention.text
         return abstention
 
-    run = Run(llm=llm, settings=settings, max_new_tokens=max_new_tokens or settings.max_new_tokens)
+    run = Run(llm=llm, settings=settings, max_new_tokens=max_new_tokens or settings.max_new_tokens, history=history)
     raw = yield from STRATEGIES[chosen](run, question, hits_to_passages(hits), streaming)
     shown = set(run.shown)
     text = clean_citations(raw, shown).strip()
-    cited = [n for n in parse_citations(text) if n in shown]
     abstained = model_abstained(text)
+    verified = Verification(text)
+    if embedder is not None and settings.verify_citations and not abstained:
+        verified = verify_citations(text, hits, shown, embedder, settings.citation_min_support)
+    text = verified.text
+    cited = [n for n in parse_citations(text) if n in shown]
     # Nothing cited: show what the answer was drawn from — unless the model said the answer is not there.
     numbers = sorted(cited) if cited else ([] if abstained else sorted(shown))
     usage = Usage(
@@ -93,9 +106,13 @@ def _answer(
         chunks_used=len(shown),
         chunks_dropped=len(hits) - len(shown),
         chunks_truncated=sum(1 for truncated in run.shown.values() if truncated),
+        history_messages=len(history) - run.history_dropped,
+        history_dropped=run.history_dropped,
     )
     return Answer(
-        text=text, sources=_sources(numbers, hits), usage=usage, abstained=abstained, mode=chosen.value, hits=list(hits)
+        text=text, sources=_sources(numbers, hits, verified.spans), usage=usage, abstained=abstained,
+        mode=chosen.value, hits=list(hits), question=question, groundedness=verified.groundedness,
+        sentences=verified.sentences,
     )
 
 
@@ -108,12 +125,15 @@ def synthesize(
     *,
     max_new_tokens: int | None = None,
     apply_abstention: bool = True,
+    history: Sequence[Message] = (),
+    embedder: Embeds | None = None,
 ) -> Answer:
     """Answer ``question`` from ``hits`` (in rank order) with ``mode`` (default ``settings.synthesis_mode``).
 
     With ``apply_abstention`` (default) the abstention rule is applied first, so callers need not check it themselves.
+    ``history`` (earlier chat messages) fills the room the passages leave; with ``embedder`` the citations are verified.
     """
-    gen = _answer(question, hits, llm, settings, mode, False, max_new_tokens, apply_abstention)
+    gen = _answer(question, hits, llm, settings, mode, False, max_new_tokens, apply_abstention, history, embedder)
     while True:
         try:
             next(gen)
@@ -130,7 +150,10 @@ def stream_answer(
     *,
     max_new_tokens: int | None = None,
     apply_abstention: bool = True,
+    history: Sequence[Message] = (),
+    embedder: Embeds | None = None,
 ) -> Iterator[str | Answer]:
     """Yield text pieces as the final call generates them, then the :class:`Answer` (sources + usage) last."""
-    answer = yield from _answer(question, hits, llm, settings, mode, True, max_new_tokens, apply_abstention)
+    answer = yield from _answer(question, hits, llm, settings, mode, True, max_new_tokens, apply_abstention, history,
+                                embedder)
     yield answer

@@ -60,3 +60,17 @@ class CitationFilter:
         """What was held back, cleaned: call once the stream has ended."""
         text, self._pending = self._pending, ""
         return clean_citations(text, self.valid)
+
+
+def strip_citations(text: str) -> str:
+    """``text`` without its citation marks: what a sentence claims, for checking it against a passage."""
+    return _CITATION.sub("", text)
+
+
+def recite(sentence: str, numbers: list[int]) -> str:
+    """``sentence`` citing exactly ``numbers``: its marks removed, one ``[a, b]`` put before its final punctuation."""
+    bare = strip_citations(sentence).rstrip()
+    if not numbers:
+        return bare
+    body = bare.rstrip(".!?")
+    return f"{body} [{', '.join(str(n) for n in numbers)}]{bare[len(body):]}"

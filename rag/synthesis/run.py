@@ -16,7 +16,7 @@ from rag.synthesis.citations import CitationFilter
 from rag.synthesis.prompts import SYSTEM_PROMPT
 
 if TYPE_CHECKING:
-    from rag.models.llm import LLM, Generation
+    from rag.models.llm import LLM, Generation, Message
     from rag.settings import Settings
 
 Formatter = Callable[[Passage, str], str]
@@ -24,11 +24,14 @@ Formatter = Callable[[Passage, str], str]
 
 @dataclass
 class Run:
-    """Accounting across the calls of one answer: calls made, the largest prompt, tokens written, passages shown."""
+    """Accounting across the calls of one answer: calls made, the largest prompt, tokens written, passages shown,
+    and the earlier chat messages (``history``) that every request had room for."""
 
     llm: LLM
     settings: Settings
     max_new_tokens: int
+    history: Sequence[Message] = ()
+    history_dropped: int = 0  # the most earlier messages any request of this answer left out
     calls: int = 0
     max_prompt: int = 0
     completion: int = 0
@@ -71,7 +74,7 @@ class Run:
         if existing_answer is not None:
             fields["existing_answer"] = existing_answer
         kwargs = {"formatter": formatter} if formatter is not None else {}
-        return budget_prompt(
+        prompt = budget_prompt(
             self.llm,
             system=SYSTEM_PROMPT,
             template=template,
@@ -80,8 +83,11 @@ class Run:
             max_new_tokens=self.max_new_tokens,
             start=start,
             overflow=overflow,
+            history=self.history,
             **kwargs,
         )
+        self.history_dropped = max(self.history_dropped, prompt.history_dropped)
+        return prompt
 
     def pack(
         self, question: str, passages: Sequence[Passage], *, template: str, formatter: Formatter | None = None
