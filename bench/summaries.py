@@ -64,20 +64,24 @@ def data_dir(work: Path, name: str) -> Path:
     return path
 
 
-def summarize_timed(rag: RAG, max_input_tokens: int | None) -> dict[str, Any]:
+def summarize_timed(rag: RAG, max_input_tokens: int | None, method: str = "llm") -> dict[str, Any]:
     """Run the summary stage with the model already loaded; returns its counts and rate."""
-    llm = rag.llm  # loaded (and converted on first use) before the clock starts
-    before = {d.id for d in rag.documents() if d.summary_state == "done"}
+    llm = rag.llm if method == "llm" else None  # loaded (and converted on first use) before the clock starts
+    rag.embedder.embed(["warm-up"])
+    done_state = "done" if method == "llm" else "extractive"
+    before = {d.id for d in rag.documents() if d.summary_state == done_state}
     summarizer = Summarizer(rag.store, rag.embedder, llm, rag.settings, max_input_tokens=max_input_tokens)
     started = time.perf_counter()
     written, failed = summarizer.run(
-        "default", progress=lambda done, total, path: log.info("summary %d/%d %s", done, total, Path(path).name)
+        "default", method=method,  # type: ignore[arg-type]
+        progress=lambda done, total, path: log.info("summary %d/%d %s", done, total, Path(path).name),
     )
     elapsed = time.perf_counter() - started
-    docs = [d for d in rag.documents() if d.summary_state == "done"]
+    docs = [d for d in rag.documents() if d.summary_state == done_state]
     return {
-        "model": llm.name,
-        "context_window": llm.context_window,
+        "method": method,
+        "model": llm.name if llm else rag.embedder.name,
+        "context_window": llm.context_window if llm else None,
         "max_input_tokens": max_input_tokens,
         "written": written,
         "failed": failed,
@@ -132,6 +136,18 @@ def evaluate(rag: RAG, queries: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def names_subject(summaries: dict[str, str | None]) -> str:
+    """How many summaries name their filing's company (ticker, or the company's name as the filing's cover spells
+    it): a summary that does not cannot route a question about that company."""
+    names = {"AAPL": "apple", "AMZN": "amazon", "INTC": "intel", "MSFT": "microsoft", "NVDA": "nvidia"}
+    hits = 0
+    for stem, text in summaries.items():
+        ticker = next((t for t in names if t in stem.upper()), None)
+        low = (text or "").lower()
+        hits += ticker is not None and (ticker.lower() in low or names[ticker] in low)
+    return f"{hits}/{len(summaries)}"
+
+
 def recall(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work)
     queries = read_jsonl(DATA / "sec10q" / "queries.jsonl")
@@ -143,16 +159,17 @@ def recall(args: argparse.Namespace) -> dict[str, Any]:
     without = evaluate(base, queries)
     base.close()
 
-    slug = args.model.replace(":", "_").replace("/", "_")
+    slug = "extractive" if args.method == "extractive" else args.model.replace(":", "_").replace("/", "_")
     summaries_dir = work / f"sec10q-summaries-{slug}-{args.max_input_tokens}"
     if not summaries_dir.exists():
         shutil.copytree(chunks_dir, summaries_dir, symlinks=True, ignore=shutil.ignore_patterns("locks"))
     rag = RAG(summaries_dir, llm_model=args.model, summary_max_new_tokens=args.max_new_tokens)
-    stage = summarize_timed(rag, args.max_input_tokens)
+    stage = summarize_timed(rag, args.max_input_tokens, args.method)
     summaries = {Path(d.path).stem: d.summary for d in rag.documents()}
     with_summaries = evaluate(rag, queries)
     return {
         "summaries": stage,
+        "summaries_naming_their_company": names_subject(summaries),
         "without_summaries": without,
         "with_summaries": with_summaries,
         "summary_texts": summaries,
@@ -166,6 +183,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=10, help="throughput: documents to summarise")
     parser.add_argument("--max-input-tokens", type=int, default=4096, help="recall: tokens of each filing read")
     parser.add_argument("--max-new-tokens", type=int, default=160, help="RAG_SUMMARY_MAX_NEW_TOKENS")
+    parser.add_argument("--method", choices=["llm", "extractive"], default="llm", help="recall: summary kind")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--work", default="/tmp/rag-bench-summaries")
     parser.add_argument("--out", default=None, help="also write the JSON result here")

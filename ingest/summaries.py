@@ -161,7 +161,7 @@ Method = Literal["llm", "extractive"]
 """``llm`` or ``extractive``; see the module docstring."""
 
 _STATE = {"llm": "done", "extractive": "extractive"}
-_TODO = {"llm": ("pending", "none", "extractive"), "extractive": ("pending",)}
+_TODO = {"llm": ("pending", "none", "extractive"), "extractive": ("pending", "none")}
 """The states each method writes, and those it takes up when no documents are named."""
 
 

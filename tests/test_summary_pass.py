@@ -1,0 +1,237 @@
+"""Summaries by default, in the background: the pass, its restart, the model gate, and concurrency to a real server.
+
+Real models throughout: SmolLM2-135M (in this process, or behind this service's own OpenAI-compatible API in a
+subprocess), the bundled MiniLM embedder, SQLite and FAISS.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+import rag.models
+from rag import RAG
+from rag.models.local_llm import LocalLLM
+from rag.store.schema import Chunk
+from rag.types import Cancelled
+from tests.conftest import REPO, SMALL_LLM, write_files
+from tests.test_summaries import SHORT_DOCS
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+MORE_DOCS = {
+    "tides.txt": "Ocean tides. Tides are the rise and fall of sea levels caused by the Moon's gravity and the rotation "
+    "of the Earth. Most coasts see two high tides and two low tides every lunar day.",
+    "glass.txt": "Glassmaking. Glass is made by melting sand, soda ash and limestone at about 1,500 degrees Celsius, "
+    "then shaping and slowly cooling the melt so that it does not crack.",
+    "tea.txt": "Green tea. Green tea is made from leaves of Camellia sinensis that are steamed or pan-fired soon "
+    "after picking, which stops oxidation and keeps the leaves green.",
+}
+LONG_ANSWER = [{"role": "user", "content": "List the numbers from 1 to 300, separated by commas: 1, 2, 3, 4, 5,"}]
+SHORT_ANSWER = [{"role": "user", "content": "Name a colour."}]
+
+
+def _states(engine: RAG) -> dict[str, str]:
+    return {Path(d.path).name: d.summary_state for d in engine.documents()}
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_default_settings_summarize_in_the_background(
+    monkeypatch: pytest.MonkeyPatch, make_rag: Callable[..., RAG], tmp_path: Path
+) -> None:
+    monkeypatch.delenv("RAG_SUMMARIZE", raising=False)  # the suite turns them off; this test is about the default
+    docs = tmp_path / "docs"
+    write_files(docs, SHORT_DOCS)
+    engine = make_rag(tmp_path / "data", llm_model=SMALL_LLM, summary_max_new_tokens=32)
+    assert engine.settings.summarize and engine.settings.summary_method == "auto"
+    assert engine.summaries.plan.methods == ("extractive", "llm")  # a local model on the CPU
+
+    report = engine.ingest(docs)
+    assert report.summaries_pending == 3  # ingest returned before any summary was written
+    assert engine.wait_for_summaries(timeout=120).get("pending", 0) == 0
+    assert set(_states(engine).values()) <= {"extractive", "done"}
+
+    # The LLM then replaces each extractive summary, in the background; each is indexed like a chunk.
+    _wait(lambda: set(_states(engine).values()) == {"done"}, 300, "the LLM summaries")
+    assert {d.summary_model for d in engine.documents()} == {SMALL_LLM}
+    coll = engine.store.collection("default")
+    with engine.store.session() as s:
+        sql_ids = set(s.scalars(select(Chunk.id).where(Chunk.collection_id == coll.id)))
+        assert len(list(s.scalars(select(Chunk.id).where(Chunk.kind == "summary")))) == 3
+    assert set(engine.store.index(coll).ids().tolist()) == sql_ids
+    job_like = engine.store.summary_states("default")
+    assert job_like == {"default": {"done": 3}}
+
+
+def test_summarize_off_writes_none(monkeypatch: pytest.MonkeyPatch, make_rag: Callable[..., RAG], tmp_path: Path) -> None:
+    monkeypatch.setenv("RAG_SUMMARIZE", "off")  # as a person types it
+    docs = tmp_path / "docs"
+    write_files(docs, SHORT_DOCS)
+    engine = make_rag(tmp_path / "data", llm_model=SMALL_LLM)
+    assert engine.settings.summarize is False
+    assert engine.ingest(docs).summaries_pending == 0
+    assert set(_states(engine).values()) == {"none"}
+    assert "summaries" not in engine._parts  # no pass was started, no model loaded for it
+
+
+def test_a_pass_killed_midway_resumes_in_the_next_process(make_rag: Callable[..., RAG], tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    write_files(docs, {**SHORT_DOCS, **MORE_DOCS})
+    data = tmp_path / "data"
+    settings = {"llm_model": SMALL_LLM, "summary_method": "llm", "summary_max_new_tokens": 48}
+    script = textwrap.dedent(f"""
+        import torch
+        torch.set_num_threads(1)
+        from rag import RAG
+        engine = RAG({str(data)!r}, summarize=True, **{settings!r})
+        engine.ingest({str(docs)!r})
+        engine.wait_for_summaries()
+    """)
+    env = {**os.environ, "RAG_SUMMARIZE": "on"}
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env)
+    observer = make_rag(data, **settings)
+    try:
+        _wait(lambda: data.joinpath("rag.db").exists() and "done" in _states(observer).values(), 300,
+              "the first summary")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    before = {Path(d.path).name: (d.summary_state, d.summary) for d in observer.documents()}
+    assert "pending" in {state for state, _ in before.values()}, "the child finished before it was killed"
+
+    engine = make_rag(data, **settings)
+    report = engine.ingest(docs)  # nothing changed on disk; the pending summaries are taken up again
+    assert report.unchanged == 6 and report.summaries_pending >= 1
+    assert engine.wait_for_summaries(timeout=300) == {"done": 6}
+    after = {Path(d.path).name: (d.summary_state, d.summary) for d in engine.documents()}
+    for name, (state, summary) in before.items():
+        if state == "done":
+            assert after[name] == (state, summary), "a summary written before the kill was not redone"
+
+
+@pytest.fixture
+def layer_calls(small_llm: LocalLLM) -> Iterator[dict[str, Any]]:
+    """Counts the first decoder layer's calls made by the thread named in ``record['thread']``."""
+    record: dict[str, Any] = {"thread": None, "calls": 0}
+    first = next(m for m in small_llm.model.modules() if type(m).__name__.endswith("DecoderLayer"))
+
+    def count(_module: Any, _args: Any) -> None:
+        if threading.current_thread() is record["thread"]:
+            record["calls"] += 1
+
+    handle = first.register_forward_pre_hook(count)
+    yield record
+    handle.remove()
+
+
+def _background(llm: LocalLLM, messages: Sequence[dict[str, str]], result: dict[str, Any],
+                cancel: Callable[[], bool] | None = None) -> threading.Thread:
+    def run() -> None:
+        try:
+            with llm.background(cancel):
+                result["generation"] = llm.generate(messages, max_new_tokens=200)
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, name="test-background")
+    thread.start()
+    return thread
+
+
+def test_an_answer_does_not_wait_behind_a_background_summary(small_llm: LocalLLM, layer_calls: dict[str, Any]) -> None:
+    alone = small_llm.generate(SHORT_ANSWER, max_new_tokens=8)
+    result: dict[str, Any] = {}
+    thread = _background(small_llm, LONG_ANSWER, result)
+    layer_calls["thread"] = thread
+    _wait(lambda: layer_calls["calls"] >= 20, 60, "the background generation to be decoding")
+
+    before = layer_calls["calls"]
+    answer = small_llm.generate(SHORT_ANSWER, max_new_tokens=8)
+    paused_for = layer_calls["calls"] - before
+    assert thread.is_alive(), "the answer waited for the whole background generation"
+    assert paused_for <= 1, f"the background call kept running ({paused_for} layer calls) during the answer"
+    assert answer.text == alone.text  # the shared weights gave the same greedy answer as when idle
+    thread.join(timeout=120)
+    assert "error" not in result and result["generation"].completion_tokens > 20
+
+
+def test_cancel_stops_a_background_generation_at_its_next_layer(
+    small_llm: LocalLLM, layer_calls: dict[str, Any]
+) -> None:
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+    thread = _background(small_llm, LONG_ANSWER, result, cancel=stop.is_set)
+    layer_calls["thread"] = thread
+    _wait(lambda: layer_calls["calls"] >= 5, 60, "the background generation to start")
+    stop.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and isinstance(result.get("error"), Cancelled)
+    assert small_llm.generate(SHORT_ANSWER, max_new_tokens=4).completion_tokens > 0  # the gate is free again
+
+
+class _InFlight:
+    """The real OpenAI-compatible backend behind a counter of requests in flight at once."""
+
+    def __init__(self, llm: Any) -> None:
+        self.llm = llm
+        self.now = self.most = 0
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.llm, name)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return self.llm.generate(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_summaries_go_to_a_server_several_at_once(
+    monkeypatch: pytest.MonkeyPatch, make_rag: Callable[..., RAG], models_dir: Path, tmp_path: Path
+) -> None:
+    from tests.api_server import ApiServer, server_env
+
+    docs = tmp_path / "docs"
+    write_files(docs, {**SHORT_DOCS, **MORE_DOCS})
+    env = server_env(models_dir)
+    env["OMP_NUM_THREADS"] = "1"
+    real = rag.models.load_llm
+    counted: list[_InFlight] = []
+
+    def load(settings: Any) -> _InFlight:
+        if not counted:
+            counted.append(_InFlight(real(settings)))
+        return counted[0]
+
+    monkeypatch.setattr(rag.models, "load_llm", load)
+    with ApiServer(tmp_path / "server-data", env) as server:
+        engine = make_rag(
+            tmp_path / "data", llm_backend="openai", llm_base_url=f"{server.url}/v1", llm_model=SMALL_LLM,
+            summarize=True, summary_max_new_tokens=16,
+        )
+        assert engine.summaries.plan.methods == ("llm",) and engine.summaries.plan.concurrency == 8
+        engine.ingest(docs)
+        assert engine.wait_for_summaries(timeout=300) == {"done": 6}
+    assert counted[0].most >= 2, "summary requests were sent one at a time"
