@@ -4,9 +4,12 @@ Two models are listed:
 - the configured LLM (``settings.llm_model``), listed first: chat with it is a plain pass-through to the model,
   checked against its context window. With ``/tokenize`` this lets another instance's OpenAI HTTP backend use
   this server as its LLM server (it picks the first listed model when its own model name is a bundled one).
-- ``rag``: the last user message is the question, answered from the documents via ``RAG.query``/``RAG.stream``;
-  the sources ride along in an extra ``sources`` field (response, and final stream chunk). The RAG options
-  ``collection``, ``top_k`` and ``mode`` may be sent as extra body fields (``extra_body`` in the openai client).
+- ``rag``: the conversation is answered from the documents via ``RAG.chat``/``RAG.chat_stream``: the last user
+  message is the question, a follow-up is rewritten from the earlier turns when it does not stand alone, and the
+  recent turns ride in the answer prompt as far as they fit. The verified sources (with their supporting spans),
+  ``groundedness`` and the ``question`` searched ride along as extra fields (response, and final stream chunk,
+  which also carries the final ``text``). The RAG options ``collection``, ``top_k`` and ``mode`` may be sent as
+  extra body fields (``extra_body`` in the openai client).
 
 The official ``openai`` client works against this unchanged; unknown OpenAI parameters are accepted and ignored.
 """
@@ -15,19 +18,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from api import answers
 from api import schemas as S
-from api.concurrency import NO_SLOT, LLMGate, Slot, abstention, admit
+from api.concurrency import LLMGate, Slot, admit
 from api.deps import get_metrics, get_rag, get_settings
 from api.errors import APIError, stream_error_body, translate
 from api.metrics import Metrics
-from api.openai_schemas import ChatMessage, ChatRequest, ModelList, plain_messages
+from api.openai_schemas import ChatRequest, ModelList, plain_messages
 from api.security import require_api_key
 from api.sse import sse
 from api.streaming import BlockingStream, GatedStreamingResponse
@@ -95,13 +99,6 @@ async def _chat_events(completion: _Completion, stream: BlockingStream[Any], end
     yield sse(None, "[DONE]")
 
 
-def _question(messages: Sequence[ChatMessage]) -> str:
-    for m in reversed(messages):
-        if m.role == "user" and m.text().strip():
-            return m.text()
-    raise APIError(400, "the messages contain no user message with text: the last one is the question")
-
-
 def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
@@ -146,47 +143,36 @@ async def chat_completions(req: ChatRequest, request: Request, rag: Rag, setting
 
 
 async def _rag_chat(req: ChatRequest, request: Request, rag: RAG, metrics: Metrics, gate: LLMGate) -> Any:
-    question = _question(req.messages)
+    ask = answers.Ask(rag.conversation(plain_messages(req.messages)), req.top_k, req.collection, req.mode)
     completion = _Completion(RAG_MODEL)
-    early = await abstention(rag, question, req.top_k, req.collection, req.mode)  # abstaining needs no model slot
     if not req.stream:
-        if early is not None:
-            answer: Answer = early
-        else:
-            slot = await admit(gate, request)
-            try:
-                answer = await run_in_threadpool(rag.query, question, req.top_k, req.collection, mode=req.mode)
-            finally:
-                slot.release()
+        answer = await answers.answer(rag, gate, request, ask)
         metrics.add_usage("chat", answer.usage.prompt_tokens, answer.usage.completion_tokens)
         return {
             "id": completion.id, "object": "chat.completion", "created": completion.created, "model": RAG_MODEL,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
                          "finish_reason": "stop", "logprobs": None}],
             "usage": _usage(answer.usage.prompt_tokens, answer.usage.completion_tokens),
-            "sources": [s.to_dict() for s in answer.sources],
-            "abstained": answer.abstained,
+            **_answer_fields(answer),
         }
-    if early is not None:
-        stream: BlockingStream[str | Answer] = BlockingStream(iter([early.text, early]))
-        release = NO_SLOT.release
-    else:
-        slot = await admit(gate, request)
-        release = slot.release
-        try:
-            stream = await BlockingStream(rag.stream(question, req.top_k, req.collection, mode=req.mode)).prime()
-        except BaseException:
-            slot.release()
-            raise
-    events = _chat_events(completion, stream, _answer_end, _include_usage(req), metrics)
+    pieces, release = await answers.stream(rag, gate, request, ask)
+    events = _chat_events(completion, pieces, _answer_end, _include_usage(req), metrics)
     return GatedStreamingResponse(events, release)
 
 
+def _answer_fields(answer: Answer) -> dict[str, Any]:
+    """What ``rag`` adds to OpenAI's shape: the verified sources with their spans, abstention, groundedness and the
+    question searched (a follow-up rewritten to stand alone)."""
+    return {"sources": [s.to_dict() for s in answer.sources], "abstained": answer.abstained,
+            "groundedness": answer.groundedness, "question": answer.question, "rewritten": answer.rewritten}
+
+
 def _answer_end(item: str | Answer) -> _End | None:
-    """The end of a ``rag`` stream: its ``Answer``, whose sources (and abstention) ride on the final chunk."""
+    """The end of a ``rag`` stream: its ``Answer``, whose verified sources ride on the final chunk, with the final
+    text (its citations may have been re-pointed since they streamed)."""
     if not isinstance(item, Answer):
         return None
-    extra = {"sources": [s.to_dict() for s in item.sources], "abstained": item.abstained}
+    extra = {**_answer_fields(item), "text": item.text}
     return _End(item.usage.prompt_tokens, item.usage.completion_tokens, "stop", extra)
 
 

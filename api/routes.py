@@ -21,8 +21,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from api import answers
 from api import schemas as S
-from api.concurrency import NO_SLOT, LLMGate, abstention, admit
+from api.concurrency import LLMGate
 from api.deps import get_jobs, get_metrics, get_rag, get_settings
 from api.errors import APIError, stream_error_body
 from api.jobs import JobManager
@@ -195,36 +196,26 @@ def cancel_job(job_id: JobId, jobs: Jobs) -> dict[str, Any]:
         **S.error_responses(400, 401, 413, 422, 503),
         200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
               "description": "JSON answer, or with stream=true / Accept: text/event-stream, Server-Sent Events: "
-                             "`event: token` (data: {\"text\": piece}) repeated, then `event: done` (data: sources, "
-                             "usage, abstained, mode), or `event: error` (data: {\"error\": ...})."},
+                             "`event: token` (data: {\"text\": piece}) repeated, then `event: done` (data: the "
+                             "answer as JSON: its text with verified citations, which may differ from the streamed "
+                             "pieces, sources with their supporting spans, usage, groundedness, the question "
+                             "searched), or `event: error` (data: {\"error\": ...})."},
     },
 )
 async def query(req: S.QueryRequest, request: Request, rag: Rag, metrics: MetricsDep) -> Any:
-    """A grounded answer with numbered sources, or an abstention when the documents hold nothing relevant (given
-    at once: it does not wait for the model)."""
-    kwargs: dict[str, Any] = {"mode": req.mode, "path_prefix": req.path_prefix, "document_ids": req.document_ids}
-    wants_sse = req.stream or "text/event-stream" in request.headers.get("accept", "")
-    early = await abstention(rag, req.question, req.top_k, req.collection, req.mode, req.path_prefix, req.document_ids)
-    if early is not None and not wants_sse:
-        return early.to_dict()
-    if early is not None:
-        return GatedStreamingResponse(_query_events(BlockingStream(iter([early.text, early])), metrics), NO_SLOT.release)
+    """A grounded answer with numbered, verified sources, or an abstention when the documents hold nothing relevant
+    (given at once: it does not wait for the model). With ``history`` (the earlier turns), a follow-up that does not
+    stand alone is first rewritten into a question that does (returned as ``question``)."""
+    messages = [*(m.model_dump() for m in req.history), {"role": "user", "content": req.question}]
+    ask = answers.Ask(rag.conversation(messages), req.top_k, req.collection, req.mode, req.path_prefix,
+                      req.document_ids)
     gate: LLMGate = request.app.state.llm_gate
-    if not wants_sse:
-        slot = await admit(gate, request)
-        try:
-            answer: Answer = await run_in_threadpool(rag.query, req.question, req.top_k, req.collection, **kwargs)
-        finally:
-            slot.release()
+    if not (req.stream or "text/event-stream" in request.headers.get("accept", "")):
+        answer = await answers.answer(rag, gate, request, ask)
         metrics.add_usage("query", answer.usage.prompt_tokens, answer.usage.completion_tokens)
         return answer.to_dict()
-    slot = await admit(gate, request)
-    try:
-        stream = await BlockingStream(rag.stream(req.question, req.top_k, req.collection, **kwargs)).prime()
-    except BaseException:
-        slot.release()
-        raise
-    return GatedStreamingResponse(_query_events(stream, metrics), slot.release)
+    pieces, release = await answers.stream(rag, gate, request, ask)
+    return GatedStreamingResponse(_query_events(pieces, metrics), release)
 
 
 async def _query_events(stream: BlockingStream[str | Answer], metrics: Metrics) -> Any:
@@ -232,9 +223,7 @@ async def _query_events(stream: BlockingStream[str | Answer], metrics: Metrics) 
         async for item in stream:
             if isinstance(item, Answer):
                 metrics.add_usage("query", item.usage.prompt_tokens, item.usage.completion_tokens)
-                done = item.to_dict()
-                done.pop("text", None)  # the text went out as tokens
-                yield sse("done", done)
+                yield sse("done", item.to_dict())
             elif item:
                 yield sse("token", {"text": item})
     except Exception as exc:  # noqa: BLE001 - the status line has gone out: report in-band (logged there)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag.types import DocumentInfo, Hit, Source, SynthesisMode, Usage
+from rag.types import DocumentInfo, Hit, SentenceCheck, Source, SynthesisMode, Usage
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 """Collection names double as folder names for uploads, so they are restricted to a safe alphabet."""
@@ -105,8 +105,17 @@ class _Question(_Strict):
     )
 
 
+class Turn(_Strict):
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=8000)
+
+
 class QueryRequest(_Question):
     mode: SynthesisMode | None = Field(default=None, description="Synthesis mode (default: RAG_SYNTHESIS_MODE).")
+    history: list[Turn] = Field(
+        default_factory=list, max_length=50, description="Earlier turns of the conversation, oldest first: a "
+        "follow-up is rewritten from them, and the answer prompt carries the recent ones that fit.",
+    )
     stream: bool = Field(default=False, description="Answer as Server-Sent Events (also with Accept: text/event-stream).")
 
 
@@ -115,11 +124,15 @@ class RetrieveRequest(_Question):
 
 
 class QueryResponse(BaseModel):
-    text: str
-    sources: list[Source]
+    text: str = Field(description="The answer; its [n] citations were checked against the passages.")
+    sources: list[Source] = Field(description="Cited passages, each with the spans that support its sentences.")
     usage: Usage
     abstained: bool
     mode: str
+    question: str = Field(description="What was searched and answered: the question, or the follow-up rewritten.")
+    rewritten: bool
+    groundedness: float | None = Field(description="Share of the answer's checked sentences a cited passage supports.")
+    sentences: list[SentenceCheck]
 
 
 class RetrieveResponse(BaseModel):

@@ -13,6 +13,7 @@ import typer
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.exc import DBAPIError
@@ -21,6 +22,7 @@ from rag.settings import Settings, describe_settings_error
 
 if TYPE_CHECKING:
     from rag.engine import RAG
+    from rag.types import Answer
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -176,44 +178,108 @@ def search(
         console.print("   " + " ".join(h.text.split())[:300])
 
 
+Stream = Annotated[bool, typer.Option("--stream/--no-stream", help="Print the answer as it is written.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="LLM (env RAG_LLM_MODEL).")]
+TopK = Annotated[int, typer.Option("--top-k", "-k")]
+ModeOpt = Annotated[str | None, typer.Option(help="compact | refine | tree_summarize")]
+
+
 @app.command()
 def ask(
     question: str,
     data_dir: DataDir = None,
     collection: CollectionOpt = "default",
-    top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
-    mode: Annotated[str | None, typer.Option(help="compact | refine | tree_summarize")] = None,
-    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print the answer as it is written.")] = True,
-    llm_model: Annotated[str | None, typer.Option("--model", help="LLM (env RAG_LLM_MODEL).")] = None,
+    top_k: TopK = 5,
+    mode: ModeOpt = None,
+    stream: Stream = True,
+    llm_model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Answer a question from the documents, citing its sources."""
-    from rag.types import Answer
-
-    overrides = {"llm_model": llm_model} if llm_model else {}
-    rag = _rag(data_dir, **overrides)
-    if stream and not as_json:
-        answer = None
-        for piece in rag.stream(question, top_k, collection, mode=mode):
-            if isinstance(piece, Answer):
-                answer = piece
-            else:
-                console.print(piece, end="", soft_wrap=True, markup=False, highlight=False)
-        console.print()
-    else:
-        answer = rag.query(question, top_k, collection, mode=mode)
-        if not as_json:
-            console.print(answer.text, markup=False, highlight=False)
-    assert answer is not None
+    """Answer a question from the documents, citing its sources and the words of them that support it."""
+    rag = _rag(data_dir, **({"llm_model": llm_model} if llm_model else {}))
+    answer = _answer(rag, [{"role": "user", "content": question}], top_k, collection, mode, stream and not as_json,
+                     quiet=as_json)
     if as_json:
         console.print_json(json.dumps(answer.to_dict()))
-        return
+
+
+@app.command()
+def chat(
+    data_dir: DataDir = None,
+    collection: CollectionOpt = "default",
+    top_k: TopK = 5,
+    mode: ModeOpt = None,
+    stream: Stream = True,
+    llm_model: ModelOpt = None,
+) -> None:
+    """Ask in turns: follow-up questions may refer to earlier ones ("and when did it open?"). An empty line,
+    Ctrl-D or Ctrl-C ends the conversation."""
+    rag = _rag(data_dir, **({"llm_model": llm_model} if llm_model else {}))
+    messages: list[dict[str, str]] = []
+    while True:
+        try:
+            question = console.input("[bold]you>[/] ").strip()
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            return
+        if not question:
+            return
+        messages.append({"role": "user", "content": question})
+        answer = _answer(rag, messages, top_k, collection, mode, stream, quiet=False)
+        messages.append({"role": "assistant", "content": answer.text})
+
+
+def _answer(rag: RAG, messages: list[dict[str, str]], top_k: int, collection: str, mode: str | None, stream: bool,
+            *, quiet: bool) -> Answer:
+    """Answer the conversation's last question, printing it (streamed when asked) with its sources unless quiet."""
+    from rag.types import Answer
+
+    if not stream:
+        answer = rag.chat(messages, top_k, collection, mode=mode)
+        if not quiet:
+            _show_answer(answer, printed=None)
+        return answer
+    printed = ""
+    for piece in rag.chat_stream(messages, top_k, collection, mode=mode):
+        if isinstance(piece, Answer):
+            _show_answer(piece, printed)
+            return piece
+        printed += piece
+        console.print(piece, end="", soft_wrap=True, markup=False, highlight=False)
+    raise RuntimeError("the answer stream ended without its answer")
+
+
+def _show_answer(answer: Answer, printed: str | None) -> None:
+    """The answer (unless it was streamed as it is), the question searched when a follow-up was rewritten, each
+    source with the spans that support it, groundedness and token usage."""
+    if printed is None:
+        console.print(answer.text, markup=False, highlight=False)
+    else:
+        console.print()
+        if printed.strip() != answer.text:
+            console.print(f"[dim]citations checked:[/] {escape(answer.text)}", soft_wrap=True)
+    if answer.rewritten:
+        console.print(f"[dim]searched for: {escape(answer.question)}[/]", soft_wrap=True)
     for s in answer.sources:
-        console.print(f"[dim][{s.number}] {s.document} #{s.position} (score {s.score:.4f})[/]")
+        page = f" p.{s.page}" if s.page is not None else ""
+        console.print(f"[dim][{s.number}] {escape(s.document)} #{s.position}{page} (score {s.score:.4f})[/]")
+        for span in s.spans:
+            words = " ".join(s.text[span.start:span.end].split())
+            where = f"chars {span.doc_start}-{span.doc_end}" if span.doc_start is not None else "summary"
+            page = f", page {span.page}" if span.page is not None else ""
+            console.print(f"    [green]“{escape(words[:300])}”[/] [dim](support {span.score:.2f}, {where}{page})[/]",
+                          soft_wrap=True)
+    for sentence in answer.sentences:
+        if not sentence.supported:
+            console.print(f"[yellow]unsupported:[/] {escape(answer.text[sentence.start:sentence.end])}", soft_wrap=True)
     u = answer.usage
+    grounded = f"groundedness {answer.groundedness:.2f}; " if answer.groundedness is not None else ""
+    history = f", history messages {u.history_messages} (dropped {u.history_dropped})" if u.history_messages or \
+        u.history_dropped else ""
     console.print(
-        f"[dim]tokens: prompt {u.prompt_tokens} + completion {u.completion_tokens} of window {u.context_window}; "
-        f"chunks used {u.chunks_used}, dropped {u.chunks_dropped}, truncated {u.chunks_truncated}[/]"
+        f"[dim]{grounded}tokens: prompt {u.prompt_tokens} + completion {u.completion_tokens} of window "
+        f"{u.context_window}; chunks used {u.chunks_used}, dropped {u.chunks_dropped}, truncated "
+        f"{u.chunks_truncated}{history}[/]"
     )
 
 

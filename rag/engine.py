@@ -287,7 +287,7 @@ class RAG:
         the model, whether answering it will first rewrite it (so the API can queue for the model before)."""
         from rag.synthesis import read_chat
 
-        return read_chat(messages)
+        return read_chat(messages, may_rewrite=self.settings.rewrite_followups)
 
     def chat(
         self,
@@ -339,7 +339,7 @@ class RAG:
 
         chat = messages if isinstance(messages, Chat) else self.conversation(messages)
         rewriting = None
-        if chat.needs_rewrite and self.settings.rewrite_followups:
+        if chat.needs_rewrite:
             chat.standalone, rewriting = rewrite(self.llm, chat)
         hits, mode, answer = self._evidence(chat.standalone, top_k, collection, mode, path_prefix, document_ids)
         if answer is not None:

@@ -236,3 +236,35 @@ def test_truncate_cuts_at_token_boundary(bundled_tokenizers: dict[str, HFTokenCo
             assert text.startswith(cut)
             assert counter.count_tokens(cut) <= n
         assert counter.truncate(text, 10_000) == text
+
+
+@pytest.mark.parametrize("spec", BUNDLED)
+def test_history_is_trimmed_oldest_first_and_never_past_the_window(
+    bundled_tokenizers: dict[str, HFTokenCounter], spec: str
+) -> None:
+    """Passages first; then the most recent whole turns that fit, oldest dropped first, the question never cut, and
+    the request never over the window, at every window size from none of the history to all of it."""
+    base = bundled_tokenizers[spec]
+    history = []
+    for turn in range(6):
+        history += [{"role": "user", "content": f"Question {turn} about the harbour and its {turn} cranes?"},
+                    {"role": "assistant", "content": f"Answer {turn}: the harbour has {turn * 7} cranes [1]."}]
+    question = "And how many of them are electric?"
+    kwargs = {"system": SYSTEM_PROMPT, "template": COMPACT_TEMPLATE, "fields": {"question": question},
+              "passages": [Passage(number=1, text="The harbour has forty cranes, a third of them electric. " * 4)]}
+    bare = budget_prompt(with_window(base, 100_000), max_new_tokens=32, **kwargs)
+    full = budget_prompt(with_window(base, 100_000), max_new_tokens=32, history=history, **kwargs)
+    assert full.history == len(history) and full.history_dropped == 0
+    kept_before = -1
+    for window in range(bare.prompt_tokens + 32, full.prompt_tokens + 32 + 1, 7):
+        result = budget_prompt(with_window(base, window), max_new_tokens=32, history=history, **kwargs)
+        assert result.prompt_tokens == base.count_messages(result.messages)
+        assert result.prompt_tokens + 32 <= window
+        assert result.passages and not result.truncated  # history never takes the passages' room
+        assert result.history % 2 == 0 and result.history + result.history_dropped == len(history)
+        carried = result.messages[1:-1]  # between the system prompt and the request
+        assert carried == history[len(history) - result.history:]  # a suffix: the oldest turns went first
+        assert question in result.messages[-1]["content"]
+        assert result.history >= kept_before  # more room never carries less
+        kept_before = result.history
+    assert 0 < kept_before

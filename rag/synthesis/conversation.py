@@ -58,26 +58,28 @@ _ROLES = {"user": "User", "assistant": "Assistant"}
 @dataclass
 class Chat:
     """A conversation as the engine answers it: ``question`` (the last user message), the ``history`` before it
-    (user and assistant messages, oldest first) and ``standalone``, what is searched and answered."""
+    (user and assistant messages, oldest first) and ``standalone``, what is searched and answered; ``may_rewrite``
+    is ``settings.rewrite_followups``."""
 
     question: str
     history: list[Message] = field(default_factory=list)
     standalone: str = ""
+    may_rewrite: bool = True
 
     def __post_init__(self) -> None:
         self.standalone = self.standalone or self.question
 
     @property
     def needs_rewrite(self) -> bool:
-        """True when the question leans on earlier turns and has not been rewritten yet."""
-        return self.standalone == self.question and not stands_alone(self.question, self.history)
+        """True when the question leans on earlier turns and may be, but has not been, rewritten yet."""
+        return self.may_rewrite and self.standalone == self.question and not stands_alone(self.question, self.history)
 
     @property
     def rewritten(self) -> bool:
         return self.standalone != self.question
 
 
-def read_chat(messages: Sequence[Message]) -> Chat:
+def read_chat(messages: Sequence[Message], *, may_rewrite: bool = True) -> Chat:
     """The question and its history from OpenAI-style messages; system messages and empty ones are left out (the
     answer prompt has its own instructions). Raises ValueError when no user message has text."""
     for last in range(len(messages) - 1, -1, -1):
@@ -87,7 +89,7 @@ def read_chat(messages: Sequence[Message]) -> Chat:
                 for m in messages[:last]
                 if m.get("role") in _ROLES and m.get("content", "").strip()
             ]
-            return Chat(question=messages[last]["content"].strip(), history=history)
+            return Chat(question=messages[last]["content"].strip(), history=history, may_rewrite=may_rewrite)
     raise ValueError("the messages contain no user message with text: the last one is the question")
 
 

@@ -1,7 +1,8 @@
 // The Ask screen: a conversation with streamed answers, citations that open their passage, and a stop button.
 //
-// The conversation stays on screen, but each question is sent on its own: POST /v1/query takes a question and
-// no earlier turns yet. When the API learns conversations, the earlier turns are the ones in #conversation.
+// Each question is sent with the earlier turns of the conversation on screen (``history``), the most recent ones
+// that fit HISTORY_CHARS, so a follow-up ("and when did it open?") is understood; the server rewrites it into a
+// question that stands alone and says so.
 
 import { ApiError, streamEvents } from "./api.js";
 import { openPassage } from "./sources.js";
@@ -9,7 +10,11 @@ import { $, describe, el, fileName } from "./ui.js";
 
 const CITATION = /\[(\s*\d+(?:\s*,\s*\d+)*\s*)\]/g;
 
+const HISTORY_CHARS = 6000; // earlier turns sent with a question: the server keeps what fits the model anyway
+const HISTORY_MESSAGES = 20;
+
 let controller = null; // the AbortController of the answer being streamed
+let turns = []; // the answered turns on screen, oldest first: { question, text }
 
 export function initAsk() {
   $("ask-form").addEventListener("submit", (event) => {
@@ -28,6 +33,7 @@ export function initAsk() {
 // Forget everything shown (the key was refused: nothing of the documents may stay on screen).
 export function clearConversation() {
   controller?.abort();
+  turns = [];
   $("conversation").replaceChildren();
   $("conversation-empty").hidden = false;
 }
@@ -57,7 +63,8 @@ async function ask() {
   $("ask-button").disabled = true;
   answer.scrollIntoView({ block: "nearest" });
   try {
-    await streamEvents("/v1/query", { question, collection: $("collection").value, stream: true },
+    const body = { question, collection: $("collection").value, stream: true, history: recentHistory() };
+    await streamEvents("/v1/query", body,
       controller.signal, (name, data) => {
         if (name === "token") {
           turn.text += data.text;
@@ -69,7 +76,9 @@ async function ask() {
         }
       });
     if (!turn.result) throw new ApiError(0, "The connection closed before the answer was complete.");
+    turn.text = turn.result.text ?? turn.text; // its citations checked: they may point elsewhere than streamed
     renderAnswer(answer, answerText, turn);
+    turns.push({ question, text: turn.text });
   } catch (error) {
     answer.classList.add(error.name === "AbortError" ? "stopped" : "failed");
     answer.append(el("p", {
@@ -86,8 +95,20 @@ async function ask() {
   }
 }
 
+// The most recent turns, as messages, while they stay under HISTORY_CHARS and HISTORY_MESSAGES.
+function recentHistory() {
+  const history = [];
+  let chars = 0;
+  for (const { question, text } of [...turns].reverse()) {
+    chars += question.length + text.length;
+    if (chars > HISTORY_CHARS || history.length + 2 > HISTORY_MESSAGES) break;
+    history.unshift({ role: "user", content: question }, { role: "assistant", content: text });
+  }
+  return history;
+}
+
 function renderAnswer(answer, answerText, turn) {
-  const { sources, abstained, usage } = turn.result;
+  const { sources, abstained, usage, rewritten, question, groundedness } = turn.result;
   const byNumber = new Map(sources.map((s) => [s.number, s]));
   if (abstained) {
     answer.classList.add("abstained");
@@ -98,9 +119,11 @@ function renderAnswer(answer, answerText, turn) {
     answer.append(el("p", { className: "sources-title", textContent: "Sources" }),
       el("ol", { className: "sources" }, sources.map((source) => sourceItem(source, turn))));
   }
+  if (rewritten) answer.append(el("p", { className: "meta", textContent: `Searched for: ${question}` }));
+  const checked = groundedness == null ? "" : ` · ${Math.round(groundedness * 100)}% of sentences supported`;
   answer.append(el("p", {
     className: "meta",
-    textContent: `${usage.completion_tokens} tokens written · ${usage.chunks_used} passages read`,
+    textContent: `${usage.completion_tokens} tokens written · ${usage.chunks_used} passages read${checked}`,
   }));
 }
 

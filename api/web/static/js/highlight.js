@@ -1,7 +1,8 @@
 // Which words of a cited passage to highlight.
 //
-// No span verification exists yet (nothing checks which words of a passage support a claim), so this is a stand-in:
-// the words of the passage that also occur in the answer's sentence(s) citing it are highlighted, ignoring stop
+// A source the server verified carries spans (the sentences of the passage that support the answer): those are
+// marked (``spanned``). For a source without spans (the answer cited nothing that could be checked) this is the
+// stand-in: the words of the passage that also occur in the answer's sentence(s) citing it are highlighted, ignoring stop
 // words. A citing sentence often shares few words with its passage ("The source is [1]." from a small model), so
 // words shared only with the question are highlighted too, more lightly. This shows where the overlap is; it does
 // not prove that the passage supports the sentence.
@@ -85,4 +86,20 @@ export function highlighted(passage, { sentence, question }) {
   flushRun();
   fragment.append(passage.slice(cursor));
   return { fragment, marked };
+}
+
+// The passage with the spans the server verified (each supports a sentence of the answer) inside <mark class="span">.
+export function spanned(passage, spans) {
+  const fragment = document.createDocumentFragment();
+  let cursor = 0;
+  for (const span of [...spans].sort((a, b) => a.start - b.start)) {
+    if (span.start < cursor) continue; // two sentences supported by the same words: marked once
+    const mark = document.createElement("mark");
+    mark.className = "span";
+    mark.textContent = passage.slice(span.start, span.end);
+    fragment.append(passage.slice(cursor, span.start), mark);
+    cursor = span.end;
+  }
+  fragment.append(passage.slice(cursor));
+  return fragment;
 }

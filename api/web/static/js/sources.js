@@ -1,7 +1,7 @@
 // A cited passage in a dialog (supporting words highlighted), and a document's whole text on its own screen.
 
 import { api } from "./api.js";
-import { highlighted, supportTerms } from "./highlight.js";
+import { highlighted, spanned, supportTerms } from "./highlight.js";
 import { $, describe, el, fileName } from "./ui.js";
 
 export function initSources() {
@@ -27,13 +27,26 @@ function documentHref(documentId, chunkId) {
   return `#document/${documentId}/${chunkId}`;
 }
 
-// Open ``source`` (an entry of the answer's ``sources``) as cited by ``answer`` to ``question``. The stored passage
-// is fetched for its page; the text the answer carried is shown at once, and stays if the fetch fails.
+// The legend of verified spans: how well the best one supports its sentence.
+function spanHint(spans) {
+  const best = Math.max(...spans.map((span) => span.score));
+  return ["Highlighted: ", el("mark", { className: "span", textContent: "the words that support the answer" }),
+    ` (checked after the answer was written; support ${best.toFixed(2)} of 1)`];
+}
+
+// Open ``source`` (an entry of the answer's ``sources``) as cited by ``answer`` to ``question``: its verified spans
+// marked, or, when it has none (the answer cited nothing it could check), the words it shares with the answer. The
+// stored passage is fetched for its page; the text the answer carried is shown at once, and stays if the fetch fails.
 export async function openPassage(source, answer, question) {
   const dialog = $("passage");
-  const { fragment, marked } = highlighted(source.text, supportTerms(answer, source.number, question));
-  $("passage-text").replaceChildren(fragment);
-  $("passage-hint").replaceChildren(...hint(marked));
+  if (source.spans?.length) {
+    $("passage-text").replaceChildren(spanned(source.text, source.spans));
+    $("passage-hint").replaceChildren(...spanHint(source.spans));
+  } else {
+    const { fragment, marked } = highlighted(source.text, supportTerms(answer, source.number, question));
+    $("passage-text").replaceChildren(fragment);
+    $("passage-hint").replaceChildren(...hint(marked));
+  }
   $("passage-title").textContent = `[${source.number}] ${fileName(source.document)}`;
   $("passage-meta").textContent = source.kind === "summary" ? "Summary of the document" : "";
   $("passage-document").href = documentHref(source.document_id, source.chunk_id);
