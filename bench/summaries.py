@@ -44,6 +44,7 @@ from _common import DATA, doc_ranking, read_jsonl  # first: sets the offline env
 
 from ingest.summaries import Summarizer
 from rag import RAG
+from rag.types import Cancelled
 
 log = logging.getLogger("bench.summaries")
 
@@ -176,19 +177,134 @@ def recall(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# --- searchable --------------------------------------------------------------------------------------
+def searchable(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds until every chunk of ``--docs`` sec10q filings is searchable (``RAG.ingest`` returned), with
+    summaries off and with the default settings (on), alternating; then, for the default, seconds until the
+    background pass has given every document a summary (extractive first on a CPU) and how many it covers."""
+    work = Path(args.work)
+    filings = sorted((DATA / "sec10q" / "pdfs").glob("*.pdf"))[: args.docs]
+    folder = work / f"sec10q-{len(filings)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for pdf in filings:
+        if not (folder / pdf.name).exists():
+            (folder / pdf.name).symlink_to(pdf)
+    rows: dict[str, list[float]] = {"off": [], "on": [], "covered_after_s": []}
+    coverage = []
+    for n in range(args.rounds):
+        for mode in ("off", "on"):
+            target = data_dir(work, f"searchable-{mode}")
+            shutil.rmtree(target / "indexes", ignore_errors=True)
+            (target / "rag.db").unlink(missing_ok=True)
+            rag = RAG(target, summarize=mode == "on")
+            rag.embedder.embed(["warm-up"])  # the model load is not ingestion
+            started = time.perf_counter()
+            report = rag.ingest(folder)
+            rows[mode].append(time.perf_counter() - started)
+            if mode == "on":
+                states = rag.wait_for_summaries(timeout=3600)
+                rows["covered_after_s"].append(time.perf_counter() - started)
+                covered = sum(n for state, n in states.items() if state in ("extractive", "done"))
+                coverage.append(covered / max(1, sum(states.values())))
+            rag.close()
+            log.info("round %d %s: searchable after %.1fs (%s)", n + 1, mode, rows[mode][-1], report.counts())
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    return {
+        "filings": len(filings),
+        "rounds": args.rounds,
+        "median_searchable_s": {"summaries_off": round(med["off"], 1), "summaries_on": round(med["on"], 1)},
+        "ratio_on_vs_off": round(med["on"] / med["off"], 3),
+        "median_all_summarised_after_s": round(med["covered_after_s"], 1),
+        "documents_with_a_summary": coverage,
+        "per_round": {k: [round(x, 1) for x in v] for k, v in rows.items()},
+    }
+
+
+# --- yield -------------------------------------------------------------------------------------------
+def _answer_timed(llm: Any, messages: list[dict[str, str]], max_new_tokens: int) -> tuple[float, float, int]:
+    """(seconds to the first piece, seconds in all, tokens) of one streamed answer."""
+    started = time.perf_counter()
+    stream = llm.stream(messages, max_new_tokens=max_new_tokens)
+    first = None
+    for _ in stream:
+        first = first or time.perf_counter() - started
+    total = time.perf_counter() - started
+    return first or total, total, stream.generation.completion_tokens
+
+
+def yield_to_queries(args: argparse.Namespace) -> dict[str, Any]:
+    """How long an answer waits because a background summary call is running on the same local model.
+
+    Each round times one streamed answer with the model idle, then the same answer while a summary call (a
+    2,000-token document, 160 new tokens) runs in the background, started a random 0-3 s earlier so the answer lands
+    in its prefill or its decoding. The gate parks the background call at its next decoder layer, so the answer's
+    extra time is what that layer costs plus the CPU it shares until then."""
+    import random
+    import threading
+
+    rag = RAG(data_dir(Path(args.work), "yield"), llm_model=args.model)
+    llm = rag.llm
+    corpus = [json.loads(line) for line in (DATA / "squad2-dev-5" / "corpus.jsonl").read_text().splitlines()]
+    context = "\n\n".join(doc["text"] for doc in corpus[:6])
+    question = [{"role": "user", "content": f"{llm.truncate(context, 700)}\n\nQuestion: Who were the Normans?"}]
+    essay = (DATA / "paul-graham" / "paul_graham_essay.txt").read_text()
+    document = [{"role": "user", "content": f"Summarize this document.\n\n{llm.truncate(essay, 2000)}"}]
+    stop = threading.Event()
+
+    def summaries() -> None:
+        with llm.background(stop.is_set):
+            while not stop.is_set():
+                try:
+                    llm.generate(document, max_new_tokens=160)
+                except Cancelled:
+                    return
+
+    _answer_timed(llm, question, args.answer_tokens)  # warm-up
+    rows: dict[str, list[float]] = {k: [] for k in ("idle_ttft", "idle_total", "busy_ttft", "busy_total", "step")}
+    rng = random.Random(0)
+    for n in range(args.rounds):
+        first, total, tokens = _answer_timed(llm, question, args.answer_tokens)
+        rows["idle_ttft"].append(first)
+        rows["idle_total"].append(total)
+        rows["step"].append((total - first) / max(tokens - 1, 1))
+        stop.clear()
+        worker = threading.Thread(target=summaries)
+        worker.start()
+        time.sleep(rng.uniform(0, 3))
+        first, total, _ = _answer_timed(llm, question, args.answer_tokens)
+        rows["busy_ttft"].append(first)
+        rows["busy_total"].append(total)
+        stop.set()
+        worker.join()
+        log.info("round %d: idle %.2fs, during a summary %.2fs", n + 1, rows["idle_total"][-1], total)
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    return {
+        "model": llm.name,
+        "rounds": args.rounds,
+        "answer_tokens": args.answer_tokens,
+        "median_s": {k: round(v, 3) for k, v in med.items()},
+        "added_wait_ttft_s": round(med["busy_ttft"] - med["idle_ttft"], 3),
+        "added_wait_total_s": round(med["busy_total"] - med["idle_total"], 3),
+        "added_wait_in_decode_steps": round((med["busy_total"] - med["idle_total"]) / med["step"], 2),
+        "per_round": {k: [round(x, 3) for x in v] for k, v in rows.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["throughput", "recall"])
+    parser.add_argument("what", choices=["throughput", "recall", "yield", "searchable"])
     parser.add_argument("--model", default=None, help="LLM (default: qwen for throughput, smollm2 for recall)")
-    parser.add_argument("--docs", type=int, default=10, help="throughput: documents to summarise")
+    parser.add_argument("--docs", type=int, default=10, help="throughput / searchable: documents to use")
     parser.add_argument("--max-input-tokens", type=int, default=4096, help="recall: tokens of each filing read")
     parser.add_argument("--max-new-tokens", type=int, default=160, help="RAG_SUMMARY_MAX_NEW_TOKENS")
     parser.add_argument("--method", choices=["llm", "extractive"], default="llm", help="recall: summary kind")
+    parser.add_argument("--rounds", type=int, default=7, help="yield / searchable: rounds")
+    parser.add_argument("--answer-tokens", type=int, default=32, help="yield: tokens of each timed answer")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--work", default="/tmp/rag-bench-summaries")
     parser.add_argument("--out", default=None, help="also write the JSON result here")
     args = parser.parse_args()
-    args.model = args.model or ("bundled:qwen2.5-coder-0.5b" if args.what == "throughput" else "bundled:smollm2-135m")
+    args.model = args.model or ("bundled:smollm2-135m" if args.what == "recall" else "bundled:qwen2.5-coder-0.5b")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -196,7 +312,8 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = throughput(args) if args.what == "throughput" else recall(args)
+    commands = {"throughput": throughput, "recall": recall, "yield": yield_to_queries, "searchable": searchable}
+    result = commands[args.what](args)
     result["torch_threads"] = torch.get_num_threads()
     result["command"] = " ".join(["python", "bench/summaries.py", *sys.argv[1:]])
     text = json.dumps(result, indent=2)
