@@ -170,6 +170,7 @@ def test_query_sse(client: httpx.Client, ingested: dict) -> None:
         assert text.strip()
         done = json.loads(events[-1][1])
         assert done["sources"] and done["usage"]["completion_tokens"] > 0 and done["abstained"] is False
+        assert done["text"].strip() and done["question"] == question["question"] and not done["rewritten"]
 
 
 def test_query_unknown_collection_abstains(client: httpx.Client, ingested: dict) -> None:
@@ -199,6 +200,28 @@ def test_openai_chat_completion(oai: openai.OpenAI, ingested: dict) -> None:
     assert resp.choices[0].finish_reason == "stop" and resp.usage.completion_tokens > 0
     sources = resp.model_extra["sources"]
     assert any(Path(s["document"]).name == "cheese.txt" for s in sources)
+    _check_spans(sources, resp.model_extra["groundedness"])
+
+
+def _check_spans(sources: list[dict], groundedness: float | None) -> None:
+    """Every source carries its supporting spans (inside its text); a supported answer has at least one."""
+    for source in sources:
+        for span in source["spans"]:
+            assert 0 <= span["start"] < span["end"] <= len(source["text"]) and 0 < span["score"] <= 1
+    if groundedness:
+        assert any(source["spans"] for source in sources)
+
+
+def test_openai_chat_follow_up_is_rewritten(oai: openai.OpenAI, ingested: dict) -> None:
+    resp = oai.chat.completions.create(model="rag", extra_body={"top_k": 2}, messages=[
+        {"role": "user", "content": "What is Mount Etna?"},
+        {"role": "assistant", "content": "Mount Etna is an active volcano on the east coast of Sicily [1]."},
+        {"role": "user", "content": "How often does it erupt?"},
+    ])
+    extra = resp.model_extra
+    assert extra["rewritten"] is True and extra["question"] != "How often does it erupt?"
+    assert any(Path(s["document"]).name == "volcanoes.txt" for s in extra["sources"])
+    _check_spans(extra["sources"], extra["groundedness"])
 
 
 def test_openai_chat_stream(oai: openai.OpenAI, ingested: dict) -> None:
@@ -211,7 +234,10 @@ def test_openai_chat_stream(oai: openai.OpenAI, ingested: dict) -> None:
     assert text.strip()
     final = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(final) == 1 and final[0].choices[0].finish_reason == "stop"
-    assert any(Path(s["document"]).name == "volcanoes.txt" for s in final[0].model_extra["sources"])
+    extra = final[0].model_extra
+    assert any(Path(s["document"]).name == "volcanoes.txt" for s in extra["sources"])
+    _check_spans(extra["sources"], extra["groundedness"])
+    assert extra["text"].strip() and extra["question"] == "What is Mount Etna?"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 

@@ -320,3 +320,35 @@ def test_a_delete_does_not_wait_for_a_running_ingestion(make_rag, tmp_path: Path
     assert took < 10, f"the delete waited {took:.1f}s"
     assert all(not h.document.endswith("pests.html") for h in rag.retrieve("aphids ladybirds", top_k=5))
     assert_consistent(rag)
+
+
+ANIMALS = ["otters", "herons", "badgers", "falcons", "beavers", "lynxes", "walruses"]
+
+
+def test_pdf_pages_are_stored_per_chunk(make_rag, tmp_path: Path) -> None:
+    """Each passage knows the page it starts on and where later pages begin inside it, so a hit (and a span in it)
+    names the right page of a generated multi-page PDF; page 3 has no text and must be skipped in the count."""
+    from tests.test_readers import make_pdf
+
+    pages = [
+        " ".join(f"On page {k} the report counts {animal} near river {k}, site {j}." for j in range(12))
+        if animal else ""
+        for k, animal in enumerate([*ANIMALS[:2], None, *ANIMALS[2:]], 1)
+    ]
+    write_files(tmp_path / "docs", {"report.pdf": make_pdf(pages)})
+    rag = make_rag(summarize=False)
+    assert rag.ingest(tmp_path / "docs").added == 1
+    seen_inside, found = False, set()
+    for k, text in enumerate(pages, 1):
+        if not text:
+            continue
+        phrase = text.split(" ")[6]  # the animal: one word, on one page only
+        for hit in rag.retrieve(phrase, top_k=8, mode="lexical"):
+            offset = hit.text.find(f"the report counts {phrase}")
+            if offset >= 0:
+                assert hit.page_of(offset) == k, (k, hit.page, hit.page_starts)
+                seen_inside |= bool(hit.page_starts)
+                found.add(k)
+    assert found == {1, 2, 4, 5, 6, 7, 8}
+    assert seen_inside, "some chunk spans a page break"
+    assert {h.page for h in rag.retrieve("report counts", top_k=20, mode="lexical")} <= {1, 2, 4, 5, 6, 7, 8}

@@ -23,7 +23,7 @@ STOPWORDS = frozenset({
     "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when",
     "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "he", "him", "his",
     "her", "hers", "according", "answer", "answers", "document", "documents", "source", "sources", "passage",
-    "passages", "text", "question",
+    "passages", "text", "question", "yes",
 })
 
 

@@ -1,0 +1,90 @@
+"""Conversations with the real small model (SmolLM2-135M) and embedder: a follow-up that leans on an earlier turn
+is rewritten before retrieval and finds the passages it is about; the cheap standalone test; reading chat messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag.settings import Settings
+from rag.synthesis import read_chat, stands_alone
+from tests.conftest import PASSAGES, write_files
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+DOCS = {
+    "normans.txt": "\n\n".join(text for name, text in PASSAGES if name == "normans.txt"),
+    "amazon.txt": next(text for name, text in PASSAGES if name == "amazon.txt"),
+    "eiffel.txt": (
+        "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after "
+        "the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889 as the entrance "
+        "to the 1889 World's Fair. The tower is 330 metres tall."
+    ),
+    "nile.txt": (
+        "The Nile is a major north-flowing river in northeastern Africa. It flows into the Mediterranean Sea. The "
+        "Nile is about 6,650 km long, and its drainage basin covers eleven countries."
+    ),
+}
+FOLLOW_UP = "How long is it?"
+CONVERSATION = [
+    {"role": "user", "content": "What is the Eiffel Tower?"},
+    {"role": "assistant", "content": "The Eiffel Tower is a wrought-iron lattice tower in Paris [1]."},
+    {"role": "user", "content": FOLLOW_UP},
+]
+
+
+def test_a_follow_up_with_a_pronoun_retrieves_what_it_refers_to(
+    make_rag, tmp_path: Path, small_settings: Settings
+) -> None:
+    write_files(tmp_path / "docs", DOCS)
+    rag = make_rag(settings=small_settings.model_copy(update={"data_dir": tmp_path / "data", "summarize": False}))
+    rag.ingest(tmp_path / "docs")
+    alone = rag.retrieve(FOLLOW_UP, top_k=2)
+    assert Path(alone[0].document).name == "nile.txt", "on its own the follow-up is about the river"
+    answer = rag.chat(CONVERSATION, top_k=2)
+    assert answer.rewritten and "Eiffel" in answer.question and answer.question != FOLLOW_UP
+    assert Path(answer.hits[0].document).name == "eiffel.txt", answer.question
+    assert answer.usage.llm_calls == 2  # the rewrite, then the answer
+    assert answer.usage.history_messages == 2 and answer.usage.history_dropped == 0
+    assert answer.usage.prompt_tokens + answer.usage.max_new_tokens <= answer.usage.context_window
+
+
+def test_the_first_turn_and_a_question_that_stands_alone_are_not_rewritten(
+    make_rag, tmp_path: Path, small_settings: Settings
+) -> None:
+    write_files(tmp_path / "docs", DOCS)
+    rag = make_rag(settings=small_settings.model_copy(update={"data_dir": tmp_path / "data", "summarize": False}))
+    rag.ingest(tmp_path / "docs")
+    standalone = [*CONVERSATION[:2], {"role": "user", "content": "How long is the river Nile?"}]
+    answer = rag.chat(standalone, top_k=2)
+    assert not answer.rewritten and answer.question == "How long is the river Nile?"
+    assert answer.usage.llm_calls == 1 and Path(answer.hits[0].document).name == "nile.txt"
+
+
+@pytest.mark.parametrize(("question", "alone"), [
+    ("How long is it?", False),  # pronoun
+    ("And in 1990?", False),  # continuation, ellipsis
+    ("What about the river?", False),
+    ("Who founded their colony?", False),
+    ("Why?", False),  # too few content words to carry its own topic
+    ("How long is the river Nile?", True),
+    ("Which engineer designed the Eiffel Tower?", True),
+])
+def test_the_standalone_test(question: str, alone: bool) -> None:
+    earlier = CONVERSATION[:2]
+    assert stands_alone(question, earlier) is alone
+    assert stands_alone(question, []) is True  # the first turn is never rewritten
+
+
+def test_reading_chat_messages() -> None:
+    chat = read_chat([
+        {"role": "system", "content": "Be brief."},
+        *CONVERSATION[:2],
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "  How long is it?  "},
+    ])
+    assert chat.question == "How long is it?" and chat.history == CONVERSATION[:2] and chat.needs_rewrite
+    assert not read_chat(CONVERSATION, may_rewrite=False).needs_rewrite
+    with pytest.raises(ValueError, match="no user message"):
+        read_chat([{"role": "assistant", "content": "Hello"}, {"role": "user", "content": " "}])

@@ -1,0 +1,70 @@
+"""Citation verification with the real bundled embedder (MiniLM): citations re-pointed, dropped or added, spans whose
+offsets select the supporting words in the passage and in the stored document, and pages of a PDF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest.readers import read_document
+from rag.models.embedder import Embedder, load_embedder
+from rag.settings import Settings
+from rag.synthesis import parse_citations, verify_citations
+from tests.conftest import make_hits, write_files
+
+MIN_SUPPORT = Settings.model_fields["citation_min_support"].default
+
+
+@pytest.fixture(scope="module")
+def embedder(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Embedder:
+    return load_embedder(Settings(data_dir=tmp_path_factory.mktemp("verify"), models_dir=models_dir))
+
+
+def test_citations_are_repointed_dropped_or_added(embedder: Embedder) -> None:
+    hits = make_hits()  # [1] and [2]: the Normans, [3]: the Amazon rainforest
+    text = (
+        "Normandy is a region in France [3]. "  # cites the rainforest: moved to [1]
+        "The Amazon basin encompasses seven million square kilometres [1]. "  # cites the Normans: moved to [3]
+        "Bananas are a good source of potassium [2]. "  # no passage supports it: dropped, marked unsupported
+        "The Normans descended from Norse raiders and pirates."  # cited nothing: gets [1]
+    )
+    checked = verify_citations(text, hits, {1, 2, 3}, embedder, MIN_SUPPORT)
+    sentences = [checked.text[s.start:s.end] for s in checked.sentences]
+    assert [s.citations for s in checked.sentences] == [[1], [3], [], [1]], sentences
+    assert sentences[0] == "Normandy is a region in France [1]."
+    assert sentences[2] == "Bananas are a good source of potassium."
+    assert [s.supported for s in checked.sentences] == [True, True, False, True]
+    assert checked.groundedness == 0.75
+    assert parse_citations(checked.text) == [1, 3]
+    # Each span selects the passage sentence that supports its answer sentence.
+    by_sentence = {span.sentence: (n, span) for n, spans in checked.spans.items() for span in spans}
+    n, span = by_sentence[0]
+    assert hits[n - 1].text[span.start:span.end].endswith("gave their name to Normandy, a region in France.")
+    n, span = by_sentence[1]
+    assert hits[n - 1].text[span.start:span.end].startswith("This basin encompasses seven million")
+    assert span.score >= MIN_SUPPORT and span.page is None
+
+
+def test_a_sentence_without_content_words_is_not_checked(embedder: Embedder) -> None:
+    checked = verify_citations("Yes [2].", make_hits(), {1, 2, 3}, embedder, MIN_SUPPORT)
+    assert checked.text == "Yes [2]." and checked.sentences == [] and checked.groundedness is None
+
+
+LONG_DOC = " ".join(
+    f"Paragraph {i} describes harbour crane number {i}, which lifts {i * 10} tonnes." for i in range(1, 80)
+) + " The lighthouse at the end of the pier was painted red and white in 1911."
+
+
+def test_span_offsets_select_the_text_of_the_stored_document(make_rag, tmp_path: Path, embedder: Embedder) -> None:
+    write_files(tmp_path / "docs", {"harbour.txt": LONG_DOC})
+    rag = make_rag(summarize=False)
+    rag.ingest(tmp_path / "docs")
+    hits = rag.retrieve("When was the lighthouse painted red and white?", top_k=3)
+    assert hits[0].position > 0, "the sentence sits in a later chunk, so chunk and document offsets differ"
+    checked = verify_citations("The lighthouse was painted red and white in 1911 [1].", hits, {1, 2, 3}, embedder,
+                               MIN_SUPPORT)
+    [span] = checked.spans[1]
+    stored = read_document(tmp_path / "docs" / "harbour.txt", 10**7).text  # the text as indexed
+    assert stored[span.doc_start:span.doc_end] == hits[0].text[span.start:span.end]
+    assert stored[span.doc_start:span.doc_end] == "The lighthouse at the end of the pier was painted red and white in 1911."
