@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
-from ingest.extractive import extractive_summary
+from ingest.extractive import CollectionSample, extractive_summary
 from rag.budget import BudgetedPrompt, Passage, budget_prompt
 from rag.models.embedder import Embedder, check_same_embedder
 from rag.models.llm import LLM
@@ -73,6 +73,8 @@ COMBINE_TEMPLATE = (
     "plain prose, without a preamble.\n\n{context}"
 )
 
+CENTRE_SAMPLE = 2000
+"""Chunks sampled for what the collection's documents share (extractive summaries)."""
 MAX_TITLE_CHARS = 200
 """Titles enter every prompt uncut (budget fields are never truncated), so an absurd one is clipped first."""
 
@@ -221,8 +223,9 @@ class Summarizer:
             source = self._load(doc_id, with_vectors=method == "extractive")
             if source is None:
                 return None, ""  # deleted or failed since it was selected
-            return self._one(coll, source, method, should_cancel), source.path
+            return self._one(coll, source, method, should_cancel, sample), source.path
 
+        sample = self._collection_sample(coll) if method == "extractive" and todo else None
         workers = 1 if method == "extractive" else self.concurrency
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="summary") as pool:
@@ -306,9 +309,29 @@ class Summarizer:
                 source.texts, source.vectors = [r[0] for r in rows], [r[3] for r in rows]
             return source
 
+    def _collection_sample(self, coll: Collection, sample: int = CENTRE_SAMPLE) -> CollectionSample | None:
+        """Up to ``sample`` of the collection's chunks, drawn by random ids (primary-key lookups, so the cost does
+        not grow with the collection); None for a collection of one document."""
+        with self.store.session() as s:
+            low, high = s.execute(select(func.min(Chunk.id), func.max(Chunk.id))).one()
+            if low is None:
+                return None
+            ids = np.random.default_rng(0).integers(low, high + 1, size=sample).tolist()
+            q = select(Chunk.embedding, Chunk.document_id, Chunk.text).where(
+                Chunk.collection_id == coll.id, Chunk.kind == "chunk"
+            )
+            rows = s.execute(q.where(Chunk.id.in_(set(ids)))).all()
+            if len(rows) < sample // 10:  # a collection that is a small part of the table: its first chunks
+                rows = s.execute(q.limit(sample)).all()
+        if len({row.document_id for row in rows}) < 2:
+            return None
+        vectors = np.stack([decode_vector(row.embedding, self.embedder.dim) for row in rows])
+        return CollectionSample.of(vectors, [row.text for row in rows])
+
     # --- one document --------------------------------------------------------------------------------
     def _one(
-        self, coll: Collection, source: _Source, method: Method, should_cancel: Callable[[], bool] | None
+        self, coll: Collection, source: _Source, method: Method, should_cancel: Callable[[], bool] | None,
+        sample: CollectionSample | None = None,
     ) -> bool | None:
         """Summarise and commit one document: True written, False failed, None superseded by a newer version."""
         started = time.monotonic()
@@ -318,7 +341,7 @@ class Summarizer:
             if method == "extractive":
                 dim = self.embedder.dim
                 vectors = np.stack([decode_vector(v, dim) for v in source.vectors])
-                summary = extractive_summary(source.title, source.texts, vectors, self.embedder, self.words)
+                summary = extractive_summary(source.title, source.texts, vectors, self.embedder, self.words, sample)
             else:
                 summary = self.summarize_text(source.title, source.segments, should_cancel)
             vector = self.embedder.embed([summary])[0]

@@ -235,3 +235,35 @@ def test_summaries_go_to_a_server_several_at_once(
         engine.ingest(docs)
         assert engine.wait_for_summaries(timeout=300) == {"done": 6}
     assert counted[0].most >= 2, "summary requests were sent one at a time"
+
+
+COMPANIES = {
+    "acme.txt": "Quarterly report of Acme Robotics. During the quarter Acme shipped 4,000 units of the Roadrunner "
+    "welding arm. Sales of Roadrunner arms rose in Europe, and Acme opened a plant in Ohio. Management expects "
+    "Roadrunner demand to stay strong. The board of Acme approved a new buyback.",
+    "globex.txt": "Quarterly report of Globex Foods. During the quarter Globex sold more Sunflake cereal in Brazil. "
+    "Globex raised Sunflake prices twice, and the Sunflake brand gained share. The board of Globex approved a "
+    "dividend. Management expects input costs to fall.",
+    "initech.txt": "Quarterly report of Initech Software. During the quarter Initech signed 300 customers for its "
+    "Tpsreport cloud suite. Initech moved Tpsreport to a subscription price. The board of Initech approved a "
+    "buyback. Management expects churn to fall.",
+}
+
+
+def test_extractive_summaries_name_what_sets_each_document_apart(
+    make_rag: Callable[..., RAG], tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    write_files(docs, COMPANIES)
+    engine = make_rag(tmp_path / "data", summarize=True, summary_method="extractive")
+    engine.ingest(docs)
+    assert engine.wait_for_summaries(timeout=120) == {"extractive": 3}
+    summaries = {Path(d.path).stem: d.summary or "" for d in engine.documents()}
+    for name, product in (("acme", "Roadrunner"), ("globex", "Sunflake"), ("initech", "Tpsreport")):
+        head = summaries[name].split(":", 1)[0]
+        assert product in head, f"{name}: the key terms {head!r} miss its product"
+        assert "Quarterly" not in head and "Management" not in head  # shared by every document (and sentence starts)
+        body = summaries[name].split(":", 1)[1]
+        assert all(sentence.strip() in COMPANIES[f"{name}.txt"] for sentence in body.split(". ") if sentence.strip())
+    hits = engine.retrieve("Which company makes the Sunflake cereal?", top_k=3)
+    assert any(h.kind == "summary" and "globex" in h.document for h in hits)
