@@ -157,11 +157,6 @@ class Settings(BaseSettings):
         description="'bundled:qwen2.5-coder-0.5b', 'bundled:smollm2-135m', a HF folder, a .gguf file, a HF id, "
         "or the served model name for the openai backend.",
     )
-    llm_quantize: Literal["none", "int8"] = Field(
-        default="none",
-        description="CPU only: 'int8' runs the local model's Linear layers as dynamic int8 (per-channel weights); "
-        "measured by bench/decode.py and bench/answers.py squad.",
-    )
     llm_base_url: str | None = None
     llm_api_key: str | None = None
     llm_tokenizer: str | None = Field(

@@ -40,7 +40,7 @@ class LocalLLM(LLM):
         self.device = choose_device(device or settings.device)
         # bfloat16 on a GPU; float32 on the CPU, where bf16 prefill is ~5x slower.
         self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        loaded = load_weights(source, self.device, self.dtype, settings.llm_quantize)
+        loaded = load_weights(source, self.device, self.dtype)
         self.model, self.tokenizer, self.gate = loaded.model, loaded.tokenizer, loaded.gate
         self.load_seconds = loaded.load_seconds
         config_window = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
