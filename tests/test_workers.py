@@ -370,3 +370,21 @@ def test_the_broker_restarting_mid_job_does_not_lose_the_job(tmp_path: Path, pg_
         pool.stop()
         redis.terminate()
         redis.wait(timeout=30)
+
+
+def test_workers_write_the_summaries_of_the_documents_a_job_wrote(
+    workers: Workers, tmp_path: Path, pg_url: str, queue_name: str
+) -> None:
+    folder = tmp_path / "docs"
+    _corpus(folder, 6)
+    workers.start(1, RAG_SUMMARY_METHOD="extractive")
+    rag = RAG(tmp_path / "api", database_url=pg_url, broker_url=AMQP, queue_name=queue_name)
+    try:
+        job = _wait_job(rag, rag.submit(folder, summarize=True), workers)
+        assert job.state == "done" and job.counts == {"added": 6}, job
+        assert rag.wait_for_summaries(timeout=120) == {"extractive": 6}, workers.logs()
+        assert rag.job(job.job_id).summaries == {"extractive": 6}
+        assert "summaries" not in rag._parts  # with a broker, the workers wrote them, not this process
+        assert all(d.summary and d.summary_model.startswith("extractive:") for d in rag.documents())
+    finally:
+        rag.close()
