@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +11,10 @@ from pathlib import Path
 from tests.conftest import REPO
 
 
-def rag_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
+def rag_cli(*args: str, data_dir: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(  # noqa: PLW1510 - the tests read the return code themselves
         [sys.executable, "-m", "rag.cli", *args, "--data-dir", str(data_dir)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -42,3 +43,18 @@ def test_ingest_search_docs_delete(tmp_path: Path) -> None:
     assert gone.returncode == 0
     missing = rag_cli("delete", "999999", data_dir=data)
     assert missing.returncode == 1 and "no document" in missing.stderr
+
+
+def test_ingest_returns_with_summaries_pending_and_wait_writes_them(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    docs = REPO / "docs"
+    n = len(list(docs.glob("*.md")))
+    extractive = {"RAG_SUMMARIZE": "on", "RAG_SUMMARY_METHOD": "extractive"}
+    out = rag_cli("ingest", str(docs), data_dir=data, env=extractive)
+    assert out.returncode == 0, out.stderr
+    assert f"summaries: {n} pending" in " ".join(out.stdout.split())
+    waited = rag_cli("ingest", str(docs), "--wait", data_dir=data, env=extractive)
+    assert waited.returncode == 0, waited.stderr
+    assert f"summaries: {n} extractive" in waited.stdout
+    listing = json.loads(rag_cli("docs", "--json", data_dir=data).stdout)
+    assert {d["summary_state"] for d in listing} == {"extractive"} and all(d["summary"] for d in listing)
