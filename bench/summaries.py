@@ -188,7 +188,7 @@ def searchable(args: argparse.Namespace) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     for pdf in filings:
         if not (folder / pdf.name).exists():
-            (folder / pdf.name).symlink_to(pdf)
+            shutil.copy(pdf, folder / pdf.name)  # a symlink would be skipped: ingestion does not follow them
     rows: dict[str, list[float]] = {"off": [], "on": [], "covered_after_s": []}
     coverage = []
     for n in range(args.rounds):
