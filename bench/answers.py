@@ -3,13 +3,24 @@
     python bench/answers.py squad   [--answerable 100] [--unanswerable 50] [--mode compact]
     python bench/answers.py latency [--questions 8]
     python bench/answers.py sec10q  [--questions 20]
+    python bench/answers.py conversations [--conversations 60] [--answer]
 
 ``squad``: ``../shared/data/squad2-dev-5`` (173 paragraphs, one file each). Answerable questions count as right when
 one of the reference answers is contained in the answer (case, punctuation and articles ignored, as SQuAD's own
 normalisation does); the answer's cited sources are checked against the gold paragraph. Unanswerable questions count
 as right when the service abstains, whether by the retrieval threshold (the model is not called) or because the
 model said the sources do not contain it. Questions are taken at an even stride over the file, so every article is
-represented.
+represented. Citation verification is measured on the same generations: the citations the model wrote are recorded
+before verification (``answering.verify_citations`` is wrapped with a probe that also times it), so "gold cited"
+is reported before and after it, among the answerable questions whose gold paragraph was retrieved, both as the
+sources list (which lists every passage shown when nothing is cited) and strictly (the ``[n]`` in the text); with
+groundedness and verification's share of each answer's time.
+
+``conversations``: two-turn conversations from SQuAD and HotpotQA whose second turn needs the first (built as
+``bench/conversations.py`` says). Recall@5 of the gold paragraphs for the second turn: asked as the dataset asks it
+(single turn), the follow-up alone (no rewrite), the previous user message + the follow-up (the rewrite's fallback,
+no model), and the engine's rewrite (``RAG.conversation`` + one LLM call). With ``--answer`` the second turns are
+also answered (``RAG.chat``), for groundedness.
 
 ``latency``: per synthesis mode, time to the first streamed text piece (retrieval and prefill included) and to the
 whole answer, prompt tokens (the largest request) and LLM calls per answer; p50 over the questions.
@@ -33,14 +44,17 @@ import string
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from _common import DATA, REPO, read_jsonl  # first: sets the offline env, puts the repo on sys.path
+from _common import DATA, REPO, doc_ranking, read_jsonl  # first: sets the offline env, puts the repo on sys.path
+from conversations import Conversation, hotpotqa_conversations, squad_conversations
 
 from rag import RAG
-from rag.types import Answer
+from rag.synthesis import answering, parse_citations, rewrite
+from rag.types import Answer, Hit
 
 log = logging.getLogger("bench.answers")
+T = TypeVar("T")
 
 
 def normalize(text: str) -> str:
@@ -50,7 +64,7 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
-def spread(items: list[dict], n: int) -> list[dict]:
+def spread(items: list[T], n: int) -> list[T]:
     """``n`` items at an even stride, so a sample covers the whole file (its articles / companies)."""
     if n >= len(items):
         return items
@@ -69,6 +83,38 @@ def p50(values: list[float]) -> float:
     return round(statistics.median(values), 3) if values else 0.0
 
 
+class VerifyProbe:
+    """Wraps ``answering.verify_citations``: records the text the model wrote (its citations before verification),
+    the passages shown, and how long verification took, for the answer in progress."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.raw_text = ""
+        self.shown: set[int] = set()
+        self._verify = answering.verify_citations
+        answering.verify_citations = self._timed
+
+    def _timed(self, text: str, hits: list[Hit], shown: set[int], embedder: Any, min_support: float) -> Any:
+        t0 = time.perf_counter()
+        result = self._verify(text, hits, shown, embedder, min_support)
+        self.seconds, self.raw_text, self.shown = time.perf_counter() - t0, text, set(shown)
+        return result
+
+    def reset(self) -> None:
+        self.seconds, self.raw_text, self.shown = 0.0, "", set()
+
+
+def cited_documents(text: str, shown: set[int], hits: list[Hit], fallback: bool) -> set[str]:
+    """Document stems cited by ``[n]`` in ``text``; with ``fallback``, every shown passage when nothing is cited
+    (what ``Answer.sources`` lists then)."""
+    numbers = [n for n in parse_citations(text) if n in shown] or (sorted(shown) if fallback else [])
+    return {Path(hits[n - 1].document).stem for n in numbers}
+
+
+def share(rows: list[dict], key: str) -> float:
+    return round(sum(bool(r[key]) for r in rows) / max(1, len(rows)), 3)
+
+
 def bench_squad(args: argparse.Namespace) -> dict:
     src = DATA / "squad2-dev-5"
     corpus = args.work / "squad-corpus"
@@ -77,15 +123,19 @@ def bench_squad(args: argparse.Namespace) -> dict:
         for doc in read_jsonl(src / "corpus.jsonl"):
             (corpus / f"{doc['id']}.txt").write_text(f"{doc['title']}\n\n{doc['text']}", encoding="utf-8")
     rag = open_rag(args.work, "squad-data", args)
-    rag.ingest(corpus)
+    rag.ingest(corpus, summarize=False)  # as when the reference numbers were taken (summaries were off by default)
+    probe = VerifyProbe()
     answerable = spread(read_jsonl(src / "queries.jsonl"), args.answerable)
     unanswerable = spread(read_jsonl(src / "queries_unanswerable.jsonl"), args.unanswerable)
     rows = []
     for n, q in enumerate(answerable + unanswerable, 1):
+        probe.reset()
         t0 = time.perf_counter()
         answer = rag.query(q["question"], mode=args.mode)
         seconds = time.perf_counter() - t0
         cited = {Path(s.document).stem for s in answer.sources}
+        gold = set(q["gold_ids"])
+        before = probe.raw_text or answer.text
         rows.append(
             {
                 "id": q["id"],
@@ -93,8 +143,14 @@ def bench_squad(args: argparse.Namespace) -> dict:
                 "contains": any(normalize(a) in normalize(answer.text) for a in q["answers"]),
                 "abstained": answer.abstained,
                 "model_called": answer.usage.llm_calls > 0,
-                "gold_cited": bool(cited & set(q["gold_ids"])),
+                "gold_cited": bool(cited & gold),
+                "gold_cited_before": bool(cited_documents(before, probe.shown, answer.hits, True) & gold),
+                "gold_cited_strict": bool(cited_documents(answer.text, probe.shown, answer.hits, False) & gold),
+                "gold_cited_strict_before": bool(cited_documents(before, probe.shown, answer.hits, False) & gold),
                 "gold_retrieved": any(Path(h.document).stem in q["gold_ids"] for h in answer.hits),
+                "groundedness": answer.groundedness,
+                "verify_seconds": round(probe.seconds, 4),
+                "answer_before": before,
                 "seconds": round(seconds, 2),
                 "prompt_tokens": answer.usage.prompt_tokens,
                 "question": q["question"],
@@ -104,6 +160,9 @@ def bench_squad(args: argparse.Namespace) -> dict:
         log.info("%d/%d %.1fs %s -> %s", n, len(answerable) + len(unanswerable), seconds, q["question"], answer.text)
     ans = [r for r in rows if r["answerable"]]
     una = [r for r in rows if not r["answerable"]]
+    found = [r for r in ans if r["gold_retrieved"] and not r["abstained"]]
+    checked = [r["groundedness"] for r in rows if r["groundedness"] is not None]
+    verified = [r for r in rows if r["verify_seconds"]]
     return {
         "task": "squad",
         "mode": args.mode,
@@ -114,6 +173,22 @@ def bench_squad(args: argparse.Namespace) -> dict:
             "abstained": round(sum(r["abstained"] for r in ans) / max(1, len(ans)), 3),
             "gold_retrieved": round(sum(r["gold_retrieved"] for r in ans) / max(1, len(ans)), 3),
             "gold_cited": round(sum(r["gold_cited"] for r in ans) / max(1, len(ans)), 3),
+        },
+        "gold_retrieved_answered": {
+            "n": len(found),
+            "gold_cited": share(found, "gold_cited"),
+            "gold_cited_before_verification": share(found, "gold_cited_before"),
+            "gold_cited_strict": share(found, "gold_cited_strict"),
+            "gold_cited_strict_before_verification": share(found, "gold_cited_strict_before"),
+        },
+        "groundedness_mean": round(statistics.mean(checked), 3) if checked else None,
+        "groundedness_n": len(checked),
+        "verification": {
+            "answers": len(verified),
+            "p50_ms": round(1000 * statistics.median([r["verify_seconds"] for r in verified]), 1) if verified else None,
+            "share_of_answer_time_p50": p50([r["verify_seconds"] / r["seconds"] for r in verified]),
+            "share_of_total_time": round(sum(r["verify_seconds"] for r in verified)
+                                         / max(1e-9, sum(r["seconds"] for r in verified)), 4),
         },
         "unanswerable": {
             "n": len(una),
@@ -212,12 +287,83 @@ def bench_sec10q(args: argparse.Namespace) -> dict:
     }
 
 
+def ingest_paragraphs(rag: RAG, folder: Path, src: Path) -> dict[str, str]:
+    """The corpus as one text file per paragraph (named by line number: HotpotQA ids hold slashes); returns the
+    file stem → paragraph id map."""
+    ids: dict[str, str] = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, doc in enumerate(read_jsonl(src / "corpus.jsonl")):
+        ids[f"{n:05d}"] = doc["id"]
+        path = folder / f"{n:05d}.txt"
+        if not path.exists():
+            path.write_text(f"{doc['title']}\n\n{doc['text']}", encoding="utf-8")
+    rag.ingest(folder, summarize=False)
+    return ids
+
+
+def recall(rag: RAG, question: str, gold: list[str], ids: dict[str, str], k: int = 5) -> float:
+    top = {ids[stem] for stem in doc_ranking(h.document for h in rag.retrieve(question, top_k=k))}
+    return len(top & set(gold)) / len(gold)
+
+
+def bench_conversations(args: argparse.Namespace) -> dict:
+    sets = {"squad": (squad_conversations, DATA / "squad2-dev-5"), "hotpotqa": (hotpotqa_conversations,
+                                                                                 DATA / "hotpotqa-dev-53")}
+    conversations: list[tuple[RAG, dict[str, str], Conversation]] = []
+    for name, (build, src) in sets.items():
+        rag = open_rag(args.work, f"conv-{name}-data", args)
+        ids = ingest_paragraphs(rag, args.work / f"conv-{name}-corpus", src)
+        conversations += [(rag, ids, c) for c in build(src)]
+    conversations = spread(conversations, args.conversations or len(conversations))
+    rows = []
+    for n, (rag, ids, c) in enumerate(conversations, 1):
+        follow_up = c.messages[-1]["content"]
+        chat = rag.conversation(c.messages)
+        flagged = chat.needs_rewrite
+        t0 = time.perf_counter()
+        generation = None
+        if flagged:
+            chat.standalone, generation = rewrite(rag.llm, chat)
+        rewrite_s = time.perf_counter() - t0
+        fallback = f"{c.messages[0]['content']} {follow_up}"
+        row = {
+            "id": c.id, "source": c.source, "follow_up": follow_up, "original": c.original,
+            "standalone": chat.standalone, "flagged": flagged, "rewrite_seconds": round(rewrite_s, 2),
+            "model_rewrite_used": flagged and generation is not None and chat.standalone != fallback,
+            "recall_single": recall(rag, c.original, c.gold_ids, ids),
+            "recall_no_rewrite": recall(rag, follow_up, c.gold_ids, ids),
+            "recall_previous_plus_follow_up": recall(rag, fallback, c.gold_ids, ids),
+            "recall_rewrite": recall(rag, chat.standalone, c.gold_ids, ids),
+        }
+        if args.answer:
+            answer = rag.chat(chat)
+            row.update(groundedness=answer.groundedness, answer=answer.text, answer_seconds=None)
+        rows.append(row)
+        log.info("%d/%d %s -> %s (%.1fs)", n, len(conversations), follow_up, chat.standalone, rewrite_s)
+    out: dict[str, Any] = {"task": "conversations", "model": conversations[0][0].settings.llm_model, "k": 5}
+    for source in ("all", "squad", "hotpotqa"):
+        part = [r for r in rows if source in ("all", r["source"])]
+        summary = {key: round(statistics.mean(r[key] for r in part), 3) for key in (
+            "recall_single", "recall_no_rewrite", "recall_previous_plus_follow_up", "recall_rewrite")}
+        summary.update(n=len(part), flagged=share(part, "flagged"), model_rewrite_used=share(part, "model_rewrite_used"),
+                       rewrite_seconds_p50=p50([r["rewrite_seconds"] for r in part if r["flagged"]]))
+        summary["rewrite_vs_single"] = round(summary["recall_rewrite"] / max(1e-9, summary["recall_single"]), 3)
+        grounded = [r["groundedness"] for r in part if r.get("groundedness") is not None]
+        if grounded:
+            summary["groundedness_mean"] = round(statistics.mean(grounded), 3)
+        out[source] = summary
+    out["rows"] = rows
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("task", choices=["squad", "latency", "sec10q"])
+    parser.add_argument("task", choices=["squad", "latency", "sec10q", "conversations"])
     parser.add_argument("--answerable", type=int, default=100)
     parser.add_argument("--unanswerable", type=int, default=50)
     parser.add_argument("--questions", type=int, default=None, help="latency: 8, sec10q: 20")
+    parser.add_argument("--conversations", type=int, default=None, help="conversations: how many (default all)")
+    parser.add_argument("--answer", action="store_true", help="conversations: also answer the second turns")
     parser.add_argument("--mode", default="compact", choices=["compact", "refine", "tree_summarize"])
     parser.add_argument("--model", default=None, help="RAG_LLM_MODEL for this run (default: the Settings default)")
     parser.add_argument("--work", type=Path, default=REPO / "bench" / ".work" / "answers")
@@ -229,7 +375,9 @@ def main() -> None:
     if not DATA.exists():
         sys.exit(f"{DATA} not found")
     args.work.mkdir(parents=True, exist_ok=True)
-    result = {"squad": bench_squad, "latency": bench_latency, "sec10q": bench_sec10q}[args.task](args)
+    tasks = {"squad": bench_squad, "latency": bench_latency, "sec10q": bench_sec10q,
+             "conversations": bench_conversations}
+    result = tasks[args.task](args)
     out = REPO / "bench" / "results" / f"answers-{args.task}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
