@@ -196,7 +196,7 @@ def ask(
     as_json: JsonOpt = False,
 ) -> None:
     """Answer a question from the documents, citing its sources and the words of them that support it."""
-    rag = _rag(data_dir, **({"llm_model": llm_model} if llm_model else {}))
+    rag = _rag(data_dir, **_model(llm_model))
     answer = _answer(rag, [{"role": "user", "content": question}], top_k, collection, mode, stream and not as_json,
                      quiet=as_json)
     if as_json:
@@ -214,7 +214,7 @@ def chat(
 ) -> None:
     """Ask in turns: follow-up questions may refer to earlier ones ("and when did it open?"). An empty line,
     Ctrl-D or Ctrl-C ends the conversation."""
-    rag = _rag(data_dir, **({"llm_model": llm_model} if llm_model else {}))
+    rag = _rag(data_dir, **_model(llm_model))
     messages: list[dict[str, str]] = []
     while True:
         try:
@@ -227,6 +227,11 @@ def chat(
         messages.append({"role": "user", "content": question})
         answer = _answer(rag, messages, top_k, collection, mode, stream, quiet=False)
         messages.append({"role": "assistant", "content": answer.text})
+
+
+def _model(llm_model: str | None) -> dict[str, str]:
+    """The ``--model`` override, when given."""
+    return {"llm_model": llm_model} if llm_model else {}
 
 
 def _answer(rag: RAG, messages: list[dict[str, str]], top_k: int, collection: str, mode: str | None, stream: bool,

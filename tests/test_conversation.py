@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rag import RAG
 from rag.settings import Settings
 from rag.synthesis import read_chat, stands_alone
 from tests.conftest import PASSAGES, write_files
@@ -34,12 +35,16 @@ CONVERSATION = [
 ]
 
 
-def test_a_follow_up_with_a_pronoun_retrieves_what_it_refers_to(
-    make_rag, tmp_path: Path, small_settings: Settings
-) -> None:
+@pytest.fixture
+def rag(make_rag, tmp_path: Path, small_settings: Settings) -> RAG:
+    """The small model over :data:`DOCS`."""
     write_files(tmp_path / "docs", DOCS)
-    rag = make_rag(settings=small_settings.model_copy(update={"data_dir": tmp_path / "data", "summarize": False}))
-    rag.ingest(tmp_path / "docs")
+    engine = make_rag(settings=small_settings.model_copy(update={"data_dir": tmp_path / "data", "summarize": False}))
+    engine.ingest(tmp_path / "docs")
+    return engine
+
+
+def test_a_follow_up_with_a_pronoun_retrieves_what_it_refers_to(rag: RAG) -> None:
     alone = rag.retrieve(FOLLOW_UP, top_k=2)
     assert Path(alone[0].document).name == "nile.txt", "on its own the follow-up is about the river"
     answer = rag.chat(CONVERSATION, top_k=2)
@@ -50,12 +55,7 @@ def test_a_follow_up_with_a_pronoun_retrieves_what_it_refers_to(
     assert answer.usage.prompt_tokens + answer.usage.max_new_tokens <= answer.usage.context_window
 
 
-def test_the_first_turn_and_a_question_that_stands_alone_are_not_rewritten(
-    make_rag, tmp_path: Path, small_settings: Settings
-) -> None:
-    write_files(tmp_path / "docs", DOCS)
-    rag = make_rag(settings=small_settings.model_copy(update={"data_dir": tmp_path / "data", "summarize": False}))
-    rag.ingest(tmp_path / "docs")
+def test_a_question_that_stands_alone_is_not_rewritten(rag: RAG) -> None:
     standalone = [*CONVERSATION[:2], {"role": "user", "content": "How long is the river Nile?"}]
     answer = rag.chat(standalone, top_k=2)
     assert not answer.rewritten and answer.question == "How long is the river Nile?"

@@ -7,8 +7,8 @@ question stands alone when there is no earlier turn, or when it has no referring
 one budgeted LLM call rewrites it (:func:`rewrite`): the recent conversation (each message capped at
 ``REWRITE_MESSAGE_TOKENS``, whole turns, the oldest dropped first until the prompt fits, :func:`rag.budget.fit_history`)
 and the follow-up, greedy, at most ``REWRITE_MAX_NEW_TOKENS``, after one worked example. A reply that is not a
-rewrite (empty, cut off, an answer instead of a question, the question unchanged) is replaced by the previous user
-message followed by the question.
+rewrite (empty, cut off, an answer instead of a question, or adding no word of the conversation to the question) is
+replaced by the previous user message followed by the question.
 """
 
 from __future__ import annotations
@@ -121,13 +121,15 @@ def rewrite(llm: LLM, chat: Chat) -> tuple[str, Generation | None]:
 
 def _clean(reply: str, chat: Chat, finish_reason: str) -> str:
     """The first line of the reply without a "Question:" label or quotes, when it is a rewrite: complete, a question
-    if one was asked, and not the question unchanged. Otherwise (a small model answered, or copied the question)
-    the previous user message followed by the question: crude, but it puts the names back for retrieval."""
+    if one was asked, and bringing in a word of the conversation that the question lacks (else it is the question
+    copied). Otherwise (a small model answered, or copied) the previous user message followed by the question:
+    crude, but it puts the names back for retrieval."""
     lines = [ln.strip() for ln in reply.splitlines() if ln.strip()]
     line = _ANSWER_PREFIX.sub("", lines[0] if lines else "").strip().strip('"\'“”').strip()
     complete = finish_reason != "length" or len(lines) > 1
     asks = line.endswith("?") or not chat.question.endswith("?")
-    if line and complete and asks and line != chat.question:
+    earlier = content_words(" ".join(m["content"] for m in chat.history))
+    if line and complete and asks and (content_words(line) - content_words(chat.question)) & earlier:
         return line
     previous = next((m["content"] for m in reversed(chat.history) if m["role"] == "user"), "")
     return f"{previous} {chat.question}".strip()
