@@ -35,7 +35,7 @@ class Passage(BaseModel):
     text: str
     start_char: int | None
     end_char: int | None
-    page: int | None = Field(description="1-based page of the passage's start, for paged documents (PDF).")
+    page: int | None = Field(description="1-based page of the passage's start, for paged documents (PDF page, pptx slide).")
 
 
 class DocumentText(BaseModel):
@@ -43,7 +43,7 @@ class DocumentText(BaseModel):
     path: str
     title: str | None
     text: str = Field(description="The document's passages joined in order, their overlaps removed.")
-    page_starts: list[int] = Field(description="Where each page begins in the parsed text (PDF; else empty).")
+    page_starts: list[int] = Field(description="Where each page begins in the parsed text (PDF pages, pptx slides; else empty).")
 
 
 @router.get("/chunks/{chunk_id}", response_model=Passage, responses=S.error_responses(401, 404))

@@ -366,8 +366,9 @@ def test_pptx(tmp_path: Path) -> None:
     path = tmp_path / "deck.pptx"
     deck.save(path)
     doc = read_document(path, LIMIT)
-    assert doc.doc_type == "pptx" and doc.title == "Roadmap 2025" and doc.metadata == {"slides": 2}
+    assert doc.doc_type == "pptx" and doc.title == "Roadmap 2025"
     assert doc.text == "Roadmap 2025\n\nTeam Parsing\n\nSpeaker notes here\n\nMilestones\n\nReaders\nChunker"
+    assert doc.metadata == {"slides": 2, "page_starts": [0, doc.text.index("Milestones")]}  # a slide is a page
 
 
 def test_xlsx(tmp_path: Path) -> None:

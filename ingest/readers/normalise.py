@@ -40,3 +40,20 @@ def clean_title(title: str | None) -> str | None:
     if "_" in title and re.fullmatch(r"[\w.-]+", title):  # an identifier such as 'sample_pdf_with_headers'
         return None
     return title
+
+
+def join_pages(pages: list[str]) -> tuple[str, list[int]]:
+    """Pages (PDF pages, slides) normalised one by one and joined by paragraph breaks, with the offset where each
+    begins; a page without text begins where the next one does. Normalising each page first keeps the offsets
+    true: normalising the joined text would fold an empty page's breaks and shift every page after it."""
+    texts: list[str] = []
+    starts: list[int] = []
+    offset = 0
+    for page in pages:
+        starts.append(offset)
+        text = normalise_text(page)
+        if text:
+            texts.append(text)
+            offset += len(text) + 2  # the "\n\n" that joins it to the next page
+    joined = "\n\n".join(texts)
+    return joined, [min(start, len(joined)) for start in starts]

@@ -13,6 +13,7 @@ from typing import Any
 from lxml import etree
 
 from ingest.readers.base import XML_PARSER, Parsed, Work, check_zip
+from ingest.readers.normalise import join_pages
 
 
 def parse_docx(data: bytes, work: Work) -> Parsed:
@@ -104,7 +105,8 @@ def parse_pptx(data: bytes, work: Work) -> Parsed:
         if title is None and slide.shapes.title is not None and slide.shapes.title.has_text_frame:
             title = slide.shapes.title.text_frame.text
         slides.append("\n\n".join(parts))
-    return "\n\n".join(slides), title, {"slides": len(slides)}
+    text, starts = join_pages(slides)
+    return text, title, {"slides": len(slides), "page_starts": starts}  # a slide is a page: hits name their slide
 
 
 def parse_xlsx(data: bytes, work: Work) -> Parsed:

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from ingest.readers.base import Parsed, ReadError, Work, log
-from ingest.readers.normalise import normalise_text
+from ingest.readers.normalise import join_pages
 
 
 class _ToDebug(logging.Handler):
@@ -48,30 +48,25 @@ def _read_pdf(data: bytes, work: Work) -> Parsed:
         except (DependencyError, NotImplementedError) as exc:
             raise ReadError(f"PDF is encrypted in a way we cannot open: {exc}") from exc
     pages: list[str] = []
-    starts: list[int] = []
-    offset, failures = 0, []
+    failures = []
     for number, page in enumerate(reader.pages, 1):
         work.check()
-        starts.append(offset)
         try:
-            page_text = normalise_text(page.extract_text() or "")
+            pages.append(page.extract_text() or "")
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 -- one broken page should not cost the other pages
             log.debug("pdf page %d: text extraction failed: %s", number, exc)
             failures.append(f"page {number}: {exc}")
-            continue
-        if page_text:
-            pages.append(page_text)
-            offset += len(page_text) + 2  # the "\n\n" that joins it to the next page
-    if not pages:
+            pages.append("")
+    text, starts = join_pages(pages)
+    if not text:
         if failures:
             raise ReadError(f"PDF text extraction failed ({failures[0]})")
         raise ReadError("PDF has no extractable text (scanned image?)")
-    text = "\n\n".join(pages)
     meta = reader.metadata
     title = meta.title if meta is not None else None
-    metadata: dict[str, Any] = {"pages": len(reader.pages), "page_starts": [min(s, len(text)) for s in starts]}
+    metadata: dict[str, Any] = {"pages": len(reader.pages), "page_starts": starts}
     if failures:
         metadata["pages_failed"] = len(failures)
     return text, title if isinstance(title, str) else None, metadata
