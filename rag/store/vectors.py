@@ -34,11 +34,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Searches here are one query vector at a time, where OpenMP threads only fight the embedder's threads (ONNX
-# Runtime spins its pool between runs): single-threaded FAISS took hybrid retrieval p50 from 19.7 to 12.5 ms on
-# 10k chunks (2 cores, bench/latency.py). Training a quantizer does use threads: see ``_train``.
-faiss.omp_set_num_threads(1)
-
 _MAGIC = b"RAGFAISS1\n"
 _EXACT_FILTER = 4096
 """A filtered search on an IVF index with at most this many allowed ids scores them exactly (milliseconds)."""
@@ -93,11 +88,15 @@ def _ivf(vectors: np.ndarray, config: AnnConfig) -> faiss.Index:
 
 
 @contextmanager
-def _all_cores() -> Iterator[None]:
-    """Use every core for one FAISS call (a build, or an IVF scan), then go back to one thread. The OpenMP thread
-    count is per calling thread, so this touches no other thread's searches."""
+def _omp_threads(n: int | None = None) -> Iterator[None]:
+    """OpenMP threads for one FAISS call (every core when ``n`` is None), then back to what the thread had.
+
+    The count is per calling thread, and it is the same OpenMP runtime torch uses: setting it once at import would
+    have left the importing thread's model generation on one thread. A flat search is one query vector, where
+    threads only fight the embedder's (single-threaded: hybrid p50 19.7 -> 12.5 ms at 10k chunks, 2 cores,
+    bench/latency.py); a build or an IVF scan over many lists uses every core."""
     threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    faiss.omp_set_num_threads(n or os.cpu_count() or 1)
     try:
         yield
     finally:
@@ -200,7 +199,7 @@ class VectorIndex:
         index.lock = threading.RLock()
         index._saved = (-1, 0.0)
         index.applied = -1
-        with _all_cores():
+        with _omp_threads():
             if len(ids) >= config.threshold:
                 index._index, index.trained_for = _ivf(vectors, config), len(ids)
             else:
@@ -252,11 +251,12 @@ class VectorIndex:
             k = min(k, self._index.ntotal)
             if self.kind == "ivf":
                 params = faiss.SearchParametersIVF(sel=sel, nprobe=self.config.nprobe)
-                with _all_cores():  # the probed lists are scanned in parallel (parallel_mode 1): 16 -> 8 ms at 1M
+                with _omp_threads():  # the probed lists are scanned in parallel (parallel_mode 1): 16 -> 8 ms at 1M
                     scores, ids = self._index.search(query.reshape(1, -1).astype(np.float32), k, params=params)
             else:
                 params = None if sel is None else faiss.SearchParameters(sel=sel)
-                scores, ids = self._index.search(query.reshape(1, -1).astype(np.float32), k, params=params)
+                with _omp_threads(1):
+                    scores, ids = self._index.search(query.reshape(1, -1).astype(np.float32), k, params=params)
         keep = ids[0] >= 0
         return scores[0][keep], ids[0][keep]
 
