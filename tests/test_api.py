@@ -155,6 +155,18 @@ def test_query_json(client: httpx.Client, ingested: dict) -> None:
     assert body["usage"]["prompt_tokens"] + body["usage"]["max_new_tokens"] <= body["usage"]["context_window"]
 
 
+def test_query_with_history_rewrites_the_follow_up(client: httpx.Client, ingested: dict) -> None:
+    history = [{"role": "user", "content": "What is the Shinkansen?"},
+               {"role": "assistant", "content": "A network of high-speed railway lines in Japan [1]."}]
+    r = client.post("/v1/query", json={"question": "When did its first line open?", "history": history, "top_k": 2})
+    body = r.json()
+    assert r.status_code == 200 and body["rewritten"] is True, r.text
+    assert any(Path(s["document"]).name == "trains.txt" for s in body["sources"])
+    assert body["usage"]["history_messages"] == 2 and body["usage"]["llm_calls"] == 2
+    r = client.post("/v1/query", json={"question": "Why?", "history": [{"role": "system", "content": "x"}]})
+    assert r.status_code == 422  # only user and assistant turns
+
+
 def test_query_sse(client: httpx.Client, ingested: dict) -> None:
     question = {"question": "How do honey bees communicate?", "top_k": 2}
     for kwargs in ({"json": {**question, "stream": True}},
