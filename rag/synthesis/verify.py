@@ -9,7 +9,8 @@ every sentence of every passage the model was shown:
 The embedder is the one retrieval already loaded (one batch of short texts); the lexical half keeps a number or a
 name from being lost in a paraphrase-happy cosine. A citation whose passage scores below
 ``settings.citation_min_support`` is moved to the shown passage that scores best when that one clears it, else
-removed; a sentence that cited nothing gets the best passage that clears it. A sentence left with no citation is
+removed; a sentence that cited nothing gets the best passage that clears it. A passage of the document itself is
+preferred to a document summary that clears the bar too: its span has offsets in the document and a page. A sentence left with no citation is
 unsupported (:class:`~rag.types.SentenceCheck`), and groundedness is the share of checked sentences supported.
 Sentences without content words ("Yes.") are not checked and keep their citations.
 """
@@ -76,6 +77,7 @@ def verify_citations(
     if not checked or not candidates:
         return Verification(text)
     scores = _support([claims[i] for i in checked], candidates, embedder)
+    passages = {n for n in shown if hits[n - 1].kind == "chunk"}
     result = Verification(text="")
     pieces: list[str] = []
     cursor = written = 0
@@ -83,7 +85,7 @@ def verify_citations(
         start, end = bounds[i]
         best = _best_per_passage(scores[row], candidates)
         cited = parse_citations(text[start:end])
-        kept = _decide(cited, best, min_support)
+        kept = _decide(cited, best, min_support, passages)
         sentence = text[start:end] if kept == cited else recite(text[start:end], kept)
         pieces += [text[cursor:start], sentence]
         written += start - cursor
@@ -121,13 +123,16 @@ def _best_per_passage(scores: np.ndarray, candidates: list[_Candidate]) -> dict[
     return best
 
 
-def _decide(cited: list[int], best: dict[int, tuple[float, _Candidate]], min_support: float) -> list[int]:
+def _decide(
+    cited: list[int], best: dict[int, tuple[float, _Candidate]], min_support: float, passages: set[int]
+) -> list[int]:
     """The citations a sentence keeps: those whose passage supports it; a failed or missing one is replaced by the
-    best-supporting shown passage when that one clears the bar."""
+    best-supporting shown passage that clears the bar, a document passage (in ``passages``) before a summary."""
     kept = [n for n in cited if n in best and best[n][0] >= min_support]
-    if len(kept) < len(cited) or not cited:
-        top = max(best, key=lambda n: best[n][0])
-        if best[top][0] >= min_support and top not in kept:
+    supporting = [n for n in best if best[n][0] >= min_support]
+    if (len(kept) < len(cited) or not cited) and supporting:
+        top = max(supporting, key=lambda n: (n in passages, best[n][0]))
+        if top not in kept:
             kept.append(top)
     return kept
 
