@@ -77,7 +77,8 @@ def verify_citations(
     if not checked or not candidates:
         return Verification(text)
     scores = _support([claims[i] for i in checked], candidates, embedder)
-    passages = {n for n in shown if hits[n - 1].kind == "chunk"}
+    passages = {n: hits[n - 1].document_id for n in shown if hits[n - 1].kind == "chunk"}
+    summaries = {n: hits[n - 1].document_id for n in shown if hits[n - 1].kind != "chunk"}
     result = Verification(text="")
     pieces: list[str] = []
     cursor = written = 0
@@ -85,7 +86,7 @@ def verify_citations(
         start, end = bounds[i]
         best = _best_per_passage(scores[row], candidates)
         cited = parse_citations(text[start:end])
-        kept = _decide(cited, best, min_support, passages)
+        kept = _decide(cited, best, min_support, passages, summaries)
         sentence = text[start:end] if kept == cited else recite(text[start:end], kept)
         pieces += [text[cursor:start], sentence]
         written += start - cursor
@@ -124,11 +125,21 @@ def _best_per_passage(scores: np.ndarray, candidates: list[_Candidate]) -> dict[
 
 
 def _decide(
-    cited: list[int], best: dict[int, tuple[float, _Candidate]], min_support: float, passages: set[int]
+    cited: list[int], best: dict[int, tuple[float, _Candidate]], min_support: float, passages: dict[int, int],
+    summaries: dict[int, int],
 ) -> list[int]:
     """The citations a sentence keeps: those whose passage supports it; a failed or missing one is replaced by the
-    best-supporting shown passage that clears the bar, a document passage (in ``passages``) before a summary."""
-    kept = [n for n in cited if n in best and best[n][0] >= min_support]
+    best-supporting shown passage that clears the bar, a document passage (``passages``: number -> document) before
+    a summary; a cited summary gives way to a passage of its own document that supports the sentence too."""
+    kept = []
+    for n in cited:
+        if n not in best or best[n][0] < min_support:
+            continue
+        if n in summaries:
+            own = [p for p, doc in passages.items() if doc == summaries[n] and p in best and best[p][0] >= min_support]
+            n = max(own, key=lambda p: best[p][0], default=n)
+        if n not in kept:
+            kept.append(n)
     supporting = [n for n in best if best[n][0] >= min_support]
     if (len(kept) < len(cited) or not cited) and supporting:
         top = max(supporting, key=lambda n: (n in passages, best[n][0]))
