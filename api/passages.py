@@ -35,7 +35,8 @@ class Passage(BaseModel):
     text: str
     start_char: int | None
     end_char: int | None
-    page: int | None = Field(description="1-based page of the passage's start, for paged documents (PDF page, pptx slide).")
+    page: int | None = Field(description="1-based page of the passage's start, for paged documents (PDF page, pptx slide, xlsx sheet).")
+    sheet: str | None = Field(None, description="The name of the sheet where the passage starts (xlsx; else null).")
 
 
 class DocumentText(BaseModel):
@@ -43,7 +44,7 @@ class DocumentText(BaseModel):
     path: str
     title: str | None
     text: str = Field(description="The document's passages joined in order, their overlaps removed.")
-    page_starts: list[int] = Field(description="Where each page begins in the parsed text (PDF pages, pptx slides; else empty).")
+    page_starts: list[int] = Field(description="Where each page begins in the parsed text (PDF pages, pptx slides, xlsx sheets; else empty).")
 
 
 @router.get("/chunks/{chunk_id}", response_model=Passage, responses=S.error_responses(401, 404))
@@ -52,14 +53,14 @@ def passage(chunk_id: ChunkId, rag: Rag) -> dict[str, Any]:
     row = rag.store.chunk_rows([chunk_id]).get(chunk_id)
     if row is None:
         raise KeyError(f"no passage {chunk_id} (its document may have been deleted or re-ingested)")
-    page = (row.meta or {}).get("page")
+    page, sheet = (row.meta or {}).get("page"), (row.meta or {}).get("sheet")
     if page is None and row.kind == "chunk":  # a passage stored before pages were kept per chunk
         doc = rag.store.find_document(row.document_id)
         page = page_at((doc.meta or {}).get("page_starts", []) if doc is not None else [], row.start_char)
     return {
         "chunk_id": row.id, "document_id": row.document_id, "document": row.path, "title": row.title,
         "kind": row.kind, "position": row.position, "text": row.text, "start_char": row.start_char,
-        "end_char": row.end_char, "page": page,
+        "end_char": row.end_char, "page": page, "sheet": sheet,
     }
 
 

@@ -47,14 +47,24 @@ class Chunker:
         return chunks
 
 
-def page_meta(chunk: TextChunk, page_starts: Sequence[int] | None) -> dict[str, Any]:
+def page_meta(
+    chunk: TextChunk, page_starts: Sequence[int] | None, page_names: Sequence[str] | None = None
+) -> dict[str, Any]:
     """A chunk's page provenance for its ``meta``: the page it starts on, and where in its text each later page
     begins. Stored per chunk at ingestion so a hit (and a supporting span inside it) names its page without
-    reading the document; empty for documents without pages or a chunk whose place in the text is unknown."""
+    reading the document; empty for documents without pages or a chunk whose place in the text is unknown.
+
+    Pages that have names (xlsx sheets: ``page_names[i]`` names page i+1) add the name of the page the chunk
+    starts on (``sheet``) and of each page beginning inside it (``later_sheets``, one per ``page_starts`` entry)."""
     if not page_starts or chunk.start_char is None or chunk.end_char is None:
         return {}
-    meta: dict[str, Any] = {"page": page_at(page_starts, chunk.start_char)}
-    inside = [s - chunk.start_char for s in page_starts if chunk.start_char < s < chunk.end_char]
-    if inside:
-        meta["page_starts"] = inside
+    page = page_at(page_starts, chunk.start_char)
+    meta: dict[str, Any] = {"page": page}
+    later = [i for i, s in enumerate(page_starts) if chunk.start_char < s < chunk.end_char]
+    if later:
+        meta["page_starts"] = [page_starts[i] - chunk.start_char for i in later]
+    if page_names and page is not None and len(page_names) == len(page_starts):
+        meta["sheet"] = page_names[page - 1]
+        if later:
+            meta["later_sheets"] = [page_names[i] for i in later]
     return meta

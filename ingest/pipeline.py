@@ -267,10 +267,10 @@ class IngestPipeline:
             for item in batch:
                 vecs = vectors[offset : offset + len(item.chunks)]
                 offset += len(item.chunks)
-                page_starts = item.meta.get("page_starts")
+                page_starts, page_names = item.meta.get("page_starts"), item.meta.get("sheet_names")
                 records = [
                     ChunkRecord(c.position, c.text, c.token_count, v, c.start_char, c.end_char,
-                                meta=page_meta(c, page_starts))
+                                meta=page_meta(c, page_starts, page_names))
                     for c, v in zip(item.chunks, vecs)
                 ]
                 try:

@@ -266,12 +266,13 @@ def _show_answer(answer: Answer, printed: str | None) -> None:
     if answer.rewritten:
         console.print(f"[dim]searched for: {escape(answer.question)}[/]", soft_wrap=True)
     for s in answer.sources:
-        page = f" p.{s.page}" if s.page is not None else ""
+        page = f" sheet {s.sheet!r}" if s.sheet is not None else f" p.{s.page}" if s.page is not None else ""
         console.print(f"[dim][{s.number}] {escape(s.document)} #{s.position}{page} (score {s.score:.4f})[/]")
         for span in s.spans:
             words = " ".join(s.text[span.start:span.end].split())
             where = f"chars {span.doc_start}-{span.doc_end}" if span.doc_start is not None else "summary"
-            page = f", page {span.page}" if span.page is not None else ""
+            page = (f", sheet {span.sheet!r}" if span.sheet is not None
+                    else f", page {span.page}" if span.page is not None else "")
             console.print(f"    [green]“{escape(words[:300])}”[/] [dim](support {span.score:.2f}, {where}{page})[/]",
                           soft_wrap=True)
     for sentence in answer.sentences:

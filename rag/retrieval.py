@@ -156,4 +156,6 @@ def _hit(row, collection: str, score: float, dense: float | None, lexical: float
         lexical_score=None if lexical is None else float(lexical),
         page=meta.get("page"),
         page_starts=list(meta.get("page_starts", [])),
+        sheet=meta.get("sheet"),
+        later_sheets=list(meta.get("later_sheets", [])),
     )

@@ -69,12 +69,21 @@ class Hit:
     end_char: int | None = None
     dense_score: float | None = None
     lexical_score: float | None = None
-    page: int | None = None  # 1-based page (PDF) where the passage starts
+    page: int | None = None  # 1-based page (PDF page, pptx slide, xlsx sheet) where the passage starts
     page_starts: list[int] = field(default_factory=list)  # offsets in ``text`` where each later page begins
+    sheet: str | None = None  # xlsx: the name of the sheet (page) where the passage starts
+    later_sheets: list[str] = field(default_factory=list)  # xlsx: the sheet beginning at each of ``page_starts``
 
     def page_of(self, offset: int) -> int | None:
         """The page holding character ``offset`` of this passage's text (None for a document without pages)."""
         return None if self.page is None else self.page + bisect_right(self.page_starts, offset)
+
+    def sheet_of(self, offset: int) -> str | None:
+        """The name of the sheet holding character ``offset`` of this passage's text (None but for xlsx)."""
+        later = bisect_right(self.page_starts, offset)
+        if self.sheet is None or later > len(self.later_sheets):
+            return None
+        return self.sheet if later == 0 else self.later_sheets[later - 1]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,6 +196,7 @@ class Span:
     page: int | None = None
     doc_start: int | None = None
     doc_end: int | None = None
+    sheet: str | None = None  # xlsx: the sheet the span starts on
 
 
 @dataclass
@@ -203,6 +213,7 @@ class Source:
     score: float
     kind: str = "chunk"
     page: int | None = None
+    sheet: str | None = None  # xlsx: the sheet where the passage starts
     spans: list[Span] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

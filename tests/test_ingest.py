@@ -243,6 +243,53 @@ def test_concurrent_writers_serialise(make_rag, tmp_path: Path) -> None:
     assert_consistent(rag)
 
 
+def make_workbook(sheets: dict[str, list[list[object]]]) -> bytes:
+    """An xlsx of these sheets (in order; an empty list makes an empty sheet), written by openpyxl."""
+    import io
+
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def test_xlsx_sheets_are_stored_per_chunk(make_rag, tmp_path: Path) -> None:
+    """A sheet is a page with a name: a hit for a value on sheet 2 names that sheet (where it starts, or at the sheet
+    break inside it), the empty third sheet keeps the numbering, and the API's JSON carries the name."""
+    from api.passages import passage
+    from api.schemas import RetrieveResponse
+
+    fruit = [["Fruit", "Price", "Origin"]] + [[f"fruit{i} apple", 1 + i / 100, f"orchard {i}"] for i in range(150)]
+    metals = [["Metal", "Density"], ["Osmium", 22.59], ["Iridium", 22.56], ["Platinum", 21.45]]
+    birds = [["Bird", "Wingspan"], ["Wandering albatross", "3.5 m"]]
+    sheets = {"Fruit prices": fruit, "Metals": metals, "Notes": [], "Birds": birds}
+    write_files(tmp_path / "docs", {"book.xlsx": make_workbook(sheets)})
+    rag = make_rag(summarize=False)
+    assert rag.ingest(tmp_path / "docs").added == 1
+
+    hit = rag.retrieve("Osmium density", top_k=3)[0]
+    offset = hit.text.index("Osmium")
+    assert (hit.sheet_of(offset), hit.page_of(offset)) == ("Metals", 2), (hit.sheet, hit.later_sheets, hit.page_starts)
+    albatross = next(h for h in rag.retrieve("Wandering albatross wingspan", top_k=5) if "albatross" in h.text)
+    assert albatross.sheet_of(albatross.text.index("albatross")) == "Birds"
+    assert albatross.page_of(albatross.text.index("albatross")) == 4  # "Notes" is page 3, without text
+    starts = {h.sheet for h in rag.retrieve("fruit apple orchard", top_k=20, mode="lexical")}
+    assert "Fruit prices" in starts and starts <= set(sheets)
+    spanning = [h for h in rag.retrieve("Metal Density Osmium fruit149", top_k=10, mode="lexical") if h.later_sheets]
+    assert spanning and all(len(h.later_sheets) == len(h.page_starts) for h in spanning)
+
+    # The API's JSON: hits (and sources, the same dataclass fields) and the passage view name the sheet.
+    dumped = RetrieveResponse.model_validate({"hits": [hit.to_dict()]}).model_dump(mode="json")["hits"][0]
+    assert dumped["sheet"] == hit.sheet and dumped["later_sheets"] == hit.later_sheets
+    assert passage(hit.chunk_id, rag)["sheet"] == hit.sheet
+
+
 def test_delete_and_filters(make_rag, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     write_files(docs, GARDEN)

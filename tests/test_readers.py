@@ -381,7 +381,7 @@ def test_xlsx(tmp_path: Path) -> None:
     path = tmp_path / "b.xlsx"
     book.save(path)
     doc = read_document(path, LIMIT)
-    assert doc.doc_type == "xlsx" and doc.metadata == {"sheets": 1}
+    assert doc.doc_type == "xlsx" and doc.metadata == {"sheets": 1, "page_starts": [0], "sheet_names": ["Budget"]}
     assert doc.text.startswith("Sheet: Budget\nItem | Cost\nCafé | 3.5\nTotal")
 
 

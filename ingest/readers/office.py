@@ -110,13 +110,19 @@ def parse_pptx(data: bytes, work: Work) -> Parsed:
 
 
 def parse_xlsx(data: bytes, work: Work) -> Parsed:
-    """Each sheet: its name, then one line per non-empty row with cells ' | '-separated (cached values)."""
+    """Each sheet: its name, then one line per non-empty row with cells ' | '-separated (cached values).
+
+    A sheet is a page: the sheets are joined by :func:`join_pages` (``page_starts``, so a chunk's ``page`` is its
+    sheet's number in workbook order and ``page_starts`` marks the sheet breaks inside it), and ``sheet_names``
+    names each page, so hits and spans also name their sheet (:func:`ingest.chunking.page_meta`). An empty sheet
+    is a page without text, as an empty PDF page is: it keeps the numbering and no passage falls on it.
+    """
     from openpyxl import load_workbook
 
     check_zip(data, work)
     book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     try:
-        sheets = []
+        sheets, names = [], []
         for sheet in book.worksheets:
             rows = []
             for row in sheet.iter_rows(values_only=True):
@@ -126,9 +132,10 @@ def parse_xlsx(data: bytes, work: Work) -> Parsed:
                     cells.pop()
                 if cells:
                     rows.append(" | ".join(cells))
-            if rows:
-                sheets.append(f"Sheet: {sheet.title}\n" + "\n".join(rows))
-        return "\n\n".join(sheets), book.properties.title, {"sheets": len(book.worksheets)}
+            names.append(sheet.title)
+            sheets.append(f"Sheet: {sheet.title}\n" + "\n".join(rows) if rows else "")
+        text, starts = join_pages(sheets)
+        return text, book.properties.title, {"sheets": len(names), "page_starts": starts, "sheet_names": names}
     finally:
         book.close()
 

@@ -56,6 +56,7 @@ def _sources(numbers: list[int], hits: Sequence[Hit], spans: dict[int, list[Span
             score=h.score,
             kind=h.kind,
             page=h.page,
+            sheet=h.sheet,
             spans=spans.get(n, []),
         )
         for n in numbers

@@ -154,6 +154,7 @@ def _span(hit: Hit, candidate: _Candidate, score: float, sentence: int) -> Span:
     return Span(
         start=candidate.start, end=candidate.end, score=round(score, 4), sentence=sentence,
         page=hit.page_of(candidate.start),
+        sheet=hit.sheet_of(candidate.start),
         doc_start=None if offset is None else offset + candidate.start,
         doc_end=None if offset is None else offset + candidate.end,
     )
