@@ -31,7 +31,8 @@ from api.metrics import Metrics
 from api.security import require_api_key, resolve_allowed
 from api.sse import sse
 from api.streaming import BlockingStream, GatedStreamingResponse
-from api.uploads import discard_upload, distinct_names, refusal, save_upload, upload_dir, upload_name
+from api.uploads import distinct_names, refusal, save_upload, upload_name
+from ingest.uploads import discard_upload, upload_dir
 from rag.engine import RAG
 from rag.settings import Settings
 from rag.types import Answer
@@ -251,11 +252,9 @@ def get_document(document_id: DocumentId, rag: Rag) -> dict[str, Any]:
 
 
 @router.delete("/documents/{document_id}", response_model=S.Deleted, responses=S.error_responses(401, 404))
-def delete_document(document_id: DocumentId, rag: Rag, settings: SettingsDep) -> dict[str, Any]:
+def delete_document(document_id: DocumentId, rag: Rag) -> dict[str, Any]:
     """Remove the document from SQL and the index; answers cite it no more. An uploaded document's file goes too."""
-    path = rag.document(document_id).path
     removed = rag.delete(document_id)
-    discard_upload(settings.data_dir, path)
     return {"id": document_id, "deleted": True, "chunks_removed": removed}
 
 

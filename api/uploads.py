@@ -10,7 +10,8 @@ the name stay (``a/dup.txt`` and ``b/dup.txt`` of a folder upload are two docume
 characters that mean something to a shell or filesystem are dropped or replaced, and a long name is shortened
 in its stem so its extension (its type) survives. Names that still coincide in one request get `` (2)``,
 `` (3)``... An upload no reader would accept (its type, its size) is refused before it is saved, and an upload's
-file is removed with its document, so nothing is kept that nothing uses.
+file is removed with its document by the engine (``RAG.delete``, :mod:`ingest.uploads`), whichever face deletes
+it, so nothing is kept that nothing uses.
 """
 
 from __future__ import annotations
@@ -91,10 +92,6 @@ def refusal(name: PurePosixPath, size: int | None, max_file_bytes: int) -> str |
     return None
 
 
-def upload_dir(data_dir: Path, collection: str) -> Path:
-    return data_dir / "uploads" / collection
-
-
 def save_upload(source: BinaryIO, folder: Path, name: PurePosixPath) -> Path:
     """Copy ``source`` to ``folder/name`` atomically; returns the final path."""
     final = folder.joinpath(*name.parts)
@@ -109,24 +106,3 @@ def save_upload(source: BinaryIO, folder: Path, name: PurePosixPath) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return final
-
-
-def discard_upload(data_dir: Path, path: str | Path) -> bool:
-    """Remove an uploaded file (a document's source) and the folders it leaves empty; False when ``path`` is not
-    an upload (server files are never touched) or is already gone."""
-    root = (data_dir / "uploads").resolve()
-    file = Path(path)
-    if not file.is_absolute() or not file.resolve().is_relative_to(root):
-        return False
-    try:
-        file.unlink()
-    except FileNotFoundError:
-        return False
-    for folder in file.parents:
-        if folder == root or not folder.is_relative_to(root):
-            break
-        try:
-            folder.rmdir()  # only succeeds when empty; the collection's own folder goes too once empty
-        except OSError:
-            break
-    return True

@@ -198,12 +198,19 @@ class RAG:
         return summarizer.run(collection, doc_ids=doc_ids, force=force, progress=progress, should_cancel=should_cancel)
 
     def delete(self, path_or_id: str | int, collection: str | None = None) -> int:
-        """Remove a document (by id or path) from SQL and the index; returns the number of chunks removed."""
+        """Remove a document (by id or path) from SQL and the index; returns the number of chunks removed.
+
+        An uploaded document's file (under ``<data_dir>/uploads/``) is removed with it, whichever face deletes;
+        a document anywhere else is the user's own file and stays on disk."""
+        from ingest.uploads import discard_upload
+
         doc = self.store.find_document(path_or_id, collection)
         if doc is None:
             raise KeyError(f"no document {path_or_id!r}")
         collection_name = self.store.collection_name(doc.collection_id)
-        return len(self.pipeline.delete(collection_name, [doc.id]))
+        removed = len(self.pipeline.delete(collection_name, [doc.id]))
+        discard_upload(self.settings.data_dir, doc.path)
+        return removed
 
     # --- reading -----------------------------------------------------------------------------------
     def documents(self, collection: str | None = None) -> list[DocumentInfo]:

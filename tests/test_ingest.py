@@ -307,6 +307,30 @@ def test_delete_and_filters(make_rag, tmp_path: Path) -> None:
     assert_consistent(rag)
 
 
+def test_sdk_delete_removes_upload_files_only(make_rag, tmp_path: Path) -> None:
+    """``RAG.delete`` (not only the API route) removes an uploaded document's file and the folders it leaves empty;
+    a document outside ``<data_dir>/uploads`` stays on disk, and so does an upload's neighbour."""
+    data = tmp_path / "data"
+    uploads = data / "uploads" / "default"
+    write_files(uploads, {"reports/2024/otters.txt": "Otters were counted near the river in May.",
+                          "reports/herons.txt": "Herons nest in the tall alders by the lake."})
+    write_files(tmp_path / "mine", {"badgers.txt": "Badgers dig their setts under the old hedge."})
+    rag = make_rag(data, summarize=False)
+    assert rag.ingest([uploads, tmp_path / "mine"]).added == 3
+
+    assert rag.delete(str(uploads / "reports/2024/otters.txt")) >= 1
+    assert not (uploads / "reports/2024").exists(), "the upload and its emptied folder are gone"
+    assert (uploads / "reports/herons.txt").exists(), "a neighbour upload is kept"
+    herons = next(d for d in rag.documents() if d.path.endswith("herons.txt"))
+    rag.delete(herons.id)  # by id too
+    assert not (data / "uploads" / "default").exists() and (data / "uploads").is_dir()
+
+    assert rag.delete(str(tmp_path / "mine" / "badgers.txt")) >= 1
+    assert (tmp_path / "mine" / "badgers.txt").read_text().startswith("Badgers"), "a user's own file is never deleted"
+    assert rag.documents() == []
+    assert_consistent(rag)
+
+
 def test_mixed_real_files(make_rag) -> None:
     mixed = shared_data("mixed-docs")
     rag = make_rag()
