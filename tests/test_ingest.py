@@ -370,6 +370,36 @@ def test_postgres_store(pg_url: str, make_rag, tmp_path: Path) -> None:
     assert_consistent(rag)
 
 
+def deep_folder(base: Path, min_bytes: int = 3000) -> Path:
+    """A real nested folder whose path is at least ``min_bytes`` long, of random (incompressible) names: PostgreSQL
+    compresses an index entry before checking its size, so a repetitive path would slip under the btree's limit."""
+    folder = base
+    while len(str(folder).encode()) < min_bytes:
+        folder = folder / os.urandom(100).hex()
+    folder.mkdir(parents=True)
+    return folder
+
+
+def test_postgres_takes_paths_over_the_btree_limit(pg_url: str, make_rag, tmp_path: Path) -> None:
+    """A ~3 KB path (over PostgreSQL's 2,704-byte btree entry) is stored, for an indexed file and for a failed one
+    (whose record once failed the whole job with "index row size exceeds btree maximum"); lookups by path work."""
+    docs = tmp_path / "docs"
+    deep = deep_folder(docs)
+    (deep / "otters.txt").write_text("Otters were counted near the river in May.")
+    (deep / "broken.pdf").write_bytes(b"not a pdf at all")
+    (docs / "herons.txt").write_text("Herons nest in the tall alders by the lake.")
+    assert len(str(deep / "otters.txt").encode()) > 3000
+    rag = make_rag(tmp_path / "pgdata", database_url=pg_url, summarize=False)
+    report = rag.ingest(docs)
+    assert (report.added, report.failed) == (2, 1), report.to_dict()
+    failed = next(d for d in rag.documents() if d.status == "failed")
+    assert failed.path == str(deep / "broken.pdf") and failed.error
+    assert rag.retrieve("otters river", top_k=1)[0].document == str(deep / "otters.txt")
+    assert rag.ingest(docs).unchanged == 2  # the long path's row is found again, not added twice
+    assert rag.delete(str(deep / "otters.txt")) >= 1
+    assert_consistent(rag)
+
+
 def test_a_delete_does_not_wait_for_a_running_ingestion(make_rag, tmp_path: Path) -> None:
     """A delete is one short transaction ordered by the change log: it must not queue behind the ingestion's
     collection lock (which once froze API threads for a whole job)."""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect, select, text
 
 from rag import Settings
 from rag.store.database import MIGRATIONS
 from rag.store.schema import SchemaVersion, utcnow
 from rag.store.store import Store
+from rag.types import FileOutcome
 
 
 def _downgrade_to_v1(store: Store) -> None:
@@ -44,6 +47,46 @@ def test_sqlite_store_of_an_older_release_is_upgraded(tmp_path: Path) -> None:
 
 def test_postgres_store_of_an_older_release_is_upgraded(pg_url: str, tmp_path: Path) -> None:
     _check_upgrade(Settings(data_dir=tmp_path, database_url=pg_url))
+
+
+def test_postgres_store_of_v5_takes_long_paths_after_the_upgrade(pg_url: str, tmp_path: Path) -> None:
+    """Migration v6 on a PostgreSQL store of an earlier release: the unique (owner, path) constraints that refused a
+    path over the btree's 2,704 bytes give way to unique indexes on md5(path), still unique, with the rows kept."""
+    from sqlalchemy import insert
+    from sqlalchemy.exc import IntegrityError
+
+    from rag.store.schema import PATH_INDEXES, Collection, Document
+
+    settings = Settings(data_dir=tmp_path, database_url=pg_url)
+    old = Store(settings)
+    with old.engine.begin() as conn:  # as release v5 left it
+        for table, (constraint, indexes) in PATH_INDEXES.items():
+            for index in indexes:
+                conn.execute(text(f"DROP INDEX {index.name}"))
+            owner = "collection_id" if table == "documents" else "run_id"
+            conn.execute(text(f"ALTER TABLE {table} ADD CONSTRAINT {constraint} UNIQUE ({owner}, path)"))
+        conn.execute(SchemaVersion.__table__.update().values(version=5))
+        coll = conn.execute(insert(Collection).values(name="c", embed_model="m", embed_dim=4).returning(Collection.id)).scalar()
+    long_path = "/" + "/".join(os.urandom(100).hex() for _ in range(15))  # 3,015 incompressible bytes
+    row = {"collection_id": coll, "content_hash": "h", "status": "failed"}
+    with pytest.raises(Exception, match="index row size"), old.engine.begin() as conn:
+        conn.execute(insert(Document).values(path=long_path, **row))
+    old.close()
+
+    store = Store(settings)  # opening migrates in place
+    try:
+        with store.engine.begin() as conn:
+            assert conn.execute(select(SchemaVersion.version)).scalar() == len(MIGRATIONS) >= 6
+            assert not inspect(conn).get_unique_constraints("documents")
+            conn.execute(insert(Document).values(path=long_path, **row))
+        with pytest.raises(IntegrityError), store.engine.begin() as conn:
+            conn.execute(insert(Document).values(path=long_path, **row))  # still one row per path
+        store.create_run("job", "c", [long_path], executor="queue")
+        store.record_item("job", FileOutcome(long_path, "failed", error="boom"))  # a queued job's file, twice:
+        store.record_item("job", FileOutcome(long_path, "failed", error="boom"))  # one row, updated
+        assert store.item_count("job") == 1
+    finally:
+        store.close()
 
 
 def test_only_jobs_whose_heartbeat_stopped_are_interrupted(tmp_path: Path) -> None:

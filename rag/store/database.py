@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
-from rag.store.schema import Base, IndexLogEntry, IngestionItem, SchemaVersion
+from rag.store.schema import PATH_INDEXES, Base, IndexLogEntry, IngestionItem, SchemaVersion
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,20 @@ def _v5_summary_state_index(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _v6_long_paths(conn: Connection) -> None:
+    """PostgreSQL: the unique (owner, path) constraints of documents and job items become unique indexes on
+    ``md5(path)`` plus a hash index for lookups, so a path over ~2.7 KB (the btree's limit) can be stored
+    (:func:`rag.store.schema.unique_path`). Nothing to do elsewhere, nor on a store created with them."""
+    if conn.dialect.name != "postgresql":
+        return
+    for table, (constraint, indexes) in PATH_INDEXES.items():
+        for index in indexes:
+            index.create(conn, checkfirst=True)
+        conn.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {constraint}"))
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
-    _v1_initial, _v2_run_heartbeat, _v3_change_log, _v4_queued_jobs, _v5_summary_state_index,
+    _v1_initial, _v2_run_heartbeat, _v3_change_log, _v4_queued_jobs, _v5_summary_state_index, _v6_long_paths,
 ]
 
 

@@ -18,8 +18,10 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -51,10 +53,14 @@ class Collection(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+def _not_postgres(ddl: Any, target: Any, bind: Any, **kw: Any) -> bool:
+    return kw["dialect"].name != "postgresql"
+
+
 class Document(Base):
     __tablename__ = "documents"
     __table_args__ = (
-        UniqueConstraint("collection_id", "path", name="uq_document_path"),
+        UniqueConstraint("collection_id", "path", name="uq_document_path").ddl_if(callable_=_not_postgres),  # see unique_path
         # The background summary pass asks for pending documents every few seconds: an index, not a scan.
         Index("ix_documents_summary_state", "collection_id", "summary_state"),
     )
@@ -144,7 +150,7 @@ class IngestionItem(Base):
     that is delivered twice (its worker died after the commit) updates its row instead of counting twice."""
 
     __tablename__ = "ingestion_items"
-    __table_args__ = (UniqueConstraint("run_id", "path", name="uq_ingestion_item"),)
+    __table_args__ = (UniqueConstraint("run_id", "path", name="uq_ingestion_item").ddl_if(callable_=_not_postgres),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("ingestion_runs.id", ondelete="CASCADE"), index=True)
     path: Mapped[str] = mapped_column(Text)
@@ -153,3 +159,27 @@ class IngestionItem(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     bytes: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def unique_path(table: Table, owner: str, constraint: str) -> tuple[Index, Index]:
+    """One row per path and ``owner`` (a collection's documents, a job's files) on PostgreSQL, whatever the length.
+
+    PostgreSQL's btree refuses an entry over ~2.7 KB and a path may be 4 KB (Linux's PATH_MAX): a long path failed
+    every write of its row, a failed file's record too, and that failed the whole job. So there the unique index
+    holds ``md5(path)`` rather than the path (a collision would take two different, valid file paths with one MD5,
+    not a risk worth a wider key), and a hash index, which takes a value of any length, serves the ``path = ?``
+    lookups the old index served. Refusing long paths instead would leave real files unindexable for a limit of
+    one backend. Other databases keep the plain unique constraint ``constraint`` (SQLite has no such limit);
+    PostgreSQL stores of earlier releases are moved over by migration v6 (rag/store/database.py).
+    """
+    return (
+        Index(f"{constraint}_md5", table.c[owner], func.md5(table.c.path), unique=True).ddl_if(dialect="postgresql"),
+        Index(f"ix_{table.name}_path_hash", table.c.path, postgresql_using="hash").ddl_if(dialect="postgresql"),
+    )
+
+
+PATH_INDEXES = {
+    "documents": ("uq_document_path", unique_path(Document.__table__, "collection_id", "uq_document_path")),
+    "ingestion_items": ("uq_ingestion_item", unique_path(IngestionItem.__table__, "run_id", "uq_ingestion_item")),
+}
+"""Per table: the plain unique constraint that PostgreSQL stores replace, and the indexes that replace it there."""
