@@ -24,7 +24,7 @@ from api.errors import APIError
 
 if TYPE_CHECKING:
     from rag.engine import RAG
-    from rag.types import Answer
+    from rag.types import Answer, Hit
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,10 @@ async def _disconnect(request: Request) -> None:
 async def abstention(
     rag: RAG, question: str, top_k: int | None, collection: str, mode: str | None,
     path_prefix: str | None = None, document_ids: list[int] | None = None,
-) -> Answer | None:
-    """The engine's abstention answer when retrieval finds nothing relevant, decided before queueing for the LLM.
-
-    The same decision ``RAG.query`` makes; the engine has no public way to take these hits, so a query that does
-    go to the model retrieves once more (milliseconds, against seconds of generation).
+) -> tuple[list[Hit], Answer | None]:
+    """The hits for ``question`` and the engine's abstention answer when they hold nothing relevant, decided before
+    queueing for the LLM (the same decision ``RAG.chat`` makes). A question that does go to the model passes these
+    hits on (``RAG.chat(..., hits=...)``), so it is not retrieved twice.
     """
     from rag.synthesis import abstain, should_abstain
 
@@ -115,5 +114,5 @@ async def abstention(
         lambda: rag.retrieve(question, top_k, collection, path_prefix=path_prefix, document_ids=document_ids)
     )
     if not should_abstain(hits, rag.settings):
-        return None
-    return abstain(hits, mode or rag.settings.synthesis_mode, rag.settings)
+        return hits, None
+    return hits, abstain(hits, mode or rag.settings.synthesis_mode, rag.settings)

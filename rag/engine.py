@@ -305,11 +305,16 @@ class RAG:
         mode: str | None = None,
         path_prefix: str | None = None,
         document_ids: list[int] | None = None,
+        hits: Sequence[Hit] | None = None,
     ) -> Answer:
         """Answer the last user message of a conversation (OpenAI message format): a follow-up that does not stand
         alone is rewritten from the earlier turns first (``Answer.question``), and the answer prompt carries as much
-        recent history as the passages leave room for."""
-        replies = self._respond(messages, top_k, collection, mode, path_prefix, document_ids, streaming=False)
+        recent history as the passages leave room for.
+
+        ``hits``: what :meth:`retrieve` already returned for this question with these options (the API retrieves
+        before queueing for the model, to abstain early), answered from instead of retrieving again; the answer is
+        the same. Only for a question that stands alone: a follow-up is searched as rewritten (ValueError)."""
+        replies = self._respond(messages, top_k, collection, mode, path_prefix, document_ids, hits, streaming=False)
         while True:
             try:
                 next(replies)
@@ -325,9 +330,11 @@ class RAG:
         mode: str | None = None,
         path_prefix: str | None = None,
         document_ids: list[int] | None = None,
+        hits: Sequence[Hit] | None = None,
     ) -> Iterator[str | Answer]:
         """:meth:`chat` streamed: text pieces, then the final ``Answer`` (its text with the verified citations)."""
-        answer = yield from self._respond(messages, top_k, collection, mode, path_prefix, document_ids, streaming=True)
+        answer = yield from self._respond(messages, top_k, collection, mode, path_prefix, document_ids, hits,
+                                          streaming=True)
         yield answer
 
     def _respond(
@@ -338,17 +345,21 @@ class RAG:
         mode: str | None,
         path_prefix: str | None,
         document_ids: list[int] | None,
+        retrieved: Sequence[Hit] | None,
         *,
         streaming: bool,
     ) -> Generator[str, None, Answer]:
-        """Rewrite (when needed) → retrieve → abstain or synthesize with history → verify citations."""
+        """Rewrite (when needed) → retrieve (unless ``retrieved``) → abstain or synthesize with history → verify."""
         from rag.synthesis import Chat, rewrite, stream_answer, synthesize
 
         chat = messages if isinstance(messages, Chat) else self.conversation(messages)
+        if retrieved is not None and chat.needs_rewrite:
+            raise ValueError("hits retrieved beforehand answer a question that stands alone, not a follow-up")
         rewriting = None
         if chat.needs_rewrite:
             chat.standalone, rewriting = rewrite(self.llm, chat)
-        hits, mode, answer = self._evidence(chat.standalone, top_k, collection, mode, path_prefix, document_ids)
+        hits, mode, answer = self._evidence(chat.standalone, top_k, collection, mode, path_prefix, document_ids,
+                                            retrieved)
         if answer is not None:
             if streaming:
                 yield answer.text
@@ -381,12 +392,16 @@ class RAG:
         mode: str | None,
         path_prefix: str | None,
         document_ids: list[int] | None,
+        retrieved: Sequence[Hit] | None = None,
     ) -> tuple[list[Hit], str, Answer | None]:
-        """Hits, the synthesis mode, and the abstention answer when retrieval found nothing relevant — decided
-        before the LLM is even loaded."""
+        """Hits (``retrieved``, or retrieved now), the synthesis mode, and the abstention answer when retrieval found
+        nothing relevant — decided before the LLM is even loaded."""
         from rag.synthesis import abstain, should_abstain
 
-        hits = self.retrieve(question, top_k, collection, path_prefix=path_prefix, document_ids=document_ids)
+        if retrieved is not None:
+            hits = list(retrieved)
+        else:
+            hits = self.retrieve(question, top_k, collection, path_prefix=path_prefix, document_ids=document_ids)
         mode = mode or self.settings.synthesis_mode
         return hits, mode, (abstain(hits, mode, self.settings) if should_abstain(hits, self.settings) else None)
 

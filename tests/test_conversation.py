@@ -62,6 +62,28 @@ def test_a_question_that_stands_alone_is_not_rewritten(rag: RAG) -> None:
     assert answer.usage.llm_calls == 1 and Path(answer.hits[0].document).name == "nile.txt"
 
 
+def test_hits_retrieved_beforehand_give_the_same_answer_without_a_second_retrieval(rag: RAG) -> None:
+    """What the API does for a question it did not abstain on: the hits of its early check are answered from. The
+    answer equals the one that retrieves for itself; and these hits are what it answers from even once the store
+    would give others (the document deleted), so no second retrieval happened. A follow-up cannot take them."""
+    question = "How long is the river Nile?"
+    asked = [{"role": "user", "content": question}]
+    hits = rag.retrieve(question, top_k=2)
+    assert Path(hits[0].document).name == "nile.txt"
+    fresh = rag.chat(asked, top_k=2)
+    reused = rag.chat(asked, top_k=2, hits=hits)
+    assert reused.to_dict() == fresh.to_dict() and reused.hits == fresh.hits == hits
+    streamed = list(rag.chat_stream(asked, top_k=2, hits=hits))[-1]
+    assert streamed.to_dict() == fresh.to_dict()
+
+    rag.delete(hits[0].document)
+    assert all(Path(h.document).name != "nile.txt" for h in rag.retrieve(question, top_k=2))
+    after = rag.chat(asked, top_k=2, hits=hits)
+    assert after.hits == hits and not after.abstained
+    with pytest.raises(ValueError, match="follow-up"):
+        rag.chat(CONVERSATION, top_k=2, hits=hits)
+
+
 @pytest.mark.parametrize(("question", "alone"), [
     ("How long is it?", False),  # pronoun
     ("And in 1990?", False),  # continuation, ellipsis
