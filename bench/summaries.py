@@ -92,13 +92,21 @@ def data_dir(work: Path, name: str) -> Path:
     return path
 
 
-def summarize_timed(rag: RAG, max_input_tokens: int | None, method: str = "llm") -> dict[str, Any]:
-    """Run the summary stage with the model already loaded; returns its counts and rate."""
+def summarize_timed(
+    rag: RAG, max_input_tokens: int | None, method: str = "llm", concurrency: int | None = None
+) -> dict[str, Any]:
+    """Run the summary stage with the model already loaded; returns its counts and rate. ``concurrency``: documents
+    in flight (default: the service's plan for this hardware; a local model decodes them together)."""
     llm = rag.llm if method == "llm" else None  # loaded (and converted on first use) before the clock starts
     rag.embedder.embed(["warm-up"])
     done_state = "done" if method == "llm" else "extractive"
     before = {d.id for d in rag.documents() if d.summary_state == done_state}
-    summarizer = Summarizer(rag.store, rag.embedder, llm, rag.settings, max_input_tokens=max_input_tokens)
+    concurrency = concurrency or rag.summaries.plan.concurrency
+    summarizer = Summarizer(
+        rag.store, rag.embedder, llm, rag.settings, max_input_tokens=max_input_tokens, concurrency=concurrency
+    )
+    batches = getattr(llm, "_background_batches", None)
+    before_batches = (batches.batches, batches.calls) if batches else (0, 0)
     started = time.perf_counter()
     written, failed = summarizer.run(
         "default", method=method,  # type: ignore[arg-type]
@@ -111,6 +119,9 @@ def summarize_timed(rag: RAG, max_input_tokens: int | None, method: str = "llm")
         "model": llm.name if llm else rag.embedder.name,
         "context_window": llm.context_window if llm else None,
         "max_input_tokens": max_input_tokens,
+        "concurrency": concurrency if method == "llm" else 1,
+        "mean_batch": round((batches.calls - before_batches[1]) / max(1, batches.batches - before_batches[0]), 2)
+        if batches else None,
         "written": written,
         "failed": failed,
         "already_done": len(before),
@@ -137,7 +148,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     rag = RAG(target, llm_model=args.model, summary_max_new_tokens=args.max_new_tokens)
     rag.ingest(folder)
     words = [len(json.loads(line)["text"].split()) for line in lines]
-    result = summarize_timed(rag, None)
+    result = summarize_timed(rag, None, concurrency=args.concurrency)
     result.update(documents=len(lines), mean_document_words=round(statistics.mean(words), 1))
     return result
 
@@ -192,7 +203,7 @@ def recall(args: argparse.Namespace) -> dict[str, Any]:
     if not summaries_dir.exists():
         shutil.copytree(chunks_dir, summaries_dir, symlinks=True, ignore=shutil.ignore_patterns("locks"))
     rag = RAG(summaries_dir, llm_model=args.model, summary_max_new_tokens=args.max_new_tokens)
-    stage = summarize_timed(rag, args.max_input_tokens, args.method)
+    stage = summarize_timed(rag, args.max_input_tokens, args.method, args.concurrency)
     summaries = {Path(d.path).stem: d.summary for d in rag.documents()}
     with_summaries = evaluate(rag, queries)
     return {
@@ -330,6 +341,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="yield / searchable: rounds")
     parser.add_argument("--answer-tokens", type=int, default=32, help="yield: tokens of each timed answer")
     parser.add_argument("--plain-lock", action="store_true", help="yield: summaries as ordinary calls (no gate)")
+    parser.add_argument("--concurrency", type=int, default=None, help="throughput / recall: summaries in flight "
+                        "(default: the service's plan, RAG_LLM_BACKGROUND_BATCH)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--work", default="/tmp/rag-bench-summaries")
     parser.add_argument("--out", default=None, help="also write the JSON result here")

@@ -23,9 +23,9 @@ Why it is shaped this way:
   document's most central sentences with the embedder (:mod:`ingest.extractive`, state ``extractive``), seconds
   where the LLM takes minutes on a CPU, and a later ``llm`` run replaces it. The background pass
   (:mod:`ingest.summary_pass`) decides which to run when.
-- Documents are summarised ``concurrency`` at a time: a server such as vLLM batches concurrent requests. A local
-  model runs one call at a time anyway (its gate), so there it stays 1; the in-process CUDA backend does not batch
-  generate calls yet.
+- Documents are summarised ``concurrency`` at a time, each in a thread of its own: a server such as vLLM batches
+  concurrent requests, and a local model (CPU or CUDA) gathers the threads' calls into one batched decode
+  (``rag.models.micro_batch``, ``rag.models.batched_decode``).
 """
 
 from __future__ import annotations
@@ -223,7 +223,12 @@ class Summarizer:
             source = self._load(doc_id, with_vectors=method == "extractive")
             if source is None:
                 return None, ""  # deleted or failed since it was selected
-            return self._one(coll, source, method, should_cancel, sample), source.path
+            if method == "extractive":
+                return self._one(coll, source, method, should_cancel, sample), source.path
+            # Summaries are background work wherever they run: on a local model they give way to answers, and
+            # the calls of this run's threads are decoded together (rag.models.micro_batch). The mark is per thread.
+            with self.llm.background(should_cancel):
+                return self._one(coll, source, method, should_cancel, sample), source.path
 
         sample = self._collection_sample(coll) if method == "extractive" and todo else None
         workers = 1 if method == "extractive" else self.concurrency

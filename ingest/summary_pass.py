@@ -7,8 +7,9 @@ Why it is shaped this way:
   killed mid-pass loses at most the document in hand, and any later pass (the next ``rag serve``, the next SDK
   ingest) takes up what is still pending.
 - The methods come from :func:`summary_plan`, by hardware: with a local model on the CPU, every pending document
-  first gets an extractive summary (seconds), then the LLM replaces them one by one (minutes each, reading the lead
-  only); with a GPU or a server, the LLM writes them directly, several at once. Extractive work always goes first:
+  first gets an extractive summary (seconds), then the LLM replaces them (minutes each, reading the lead only;
+  a few decoded together, see ``rag.models.batched_decode``); with a GPU or a server, the LLM writes them
+  directly, several at once. Extractive work always goes first:
   a document ingested while LLM upgrades run gets its extractive summary after the LLM call in hand.
 - LLM calls run as background work (:meth:`rag.models.llm.LLM.background`): on a local model they pause whenever
   an answer is waiting, so queries never queue behind a summary.
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ingest.summaries import Method, Summarizer
-from rag.models import llm_placement
+from rag.models import background_batch, llm_placement
 from rag.models.embedder import Embedder
 from rag.models.llm import LLM
 from rag.settings import Settings
@@ -56,7 +57,7 @@ def summary_plan(settings: Settings, llm_runs_on: str) -> SummaryPlan:
         method = "extractive+llm" if cpu else "llm"
     methods: tuple[Method, ...] = ("extractive", "llm") if method == "extractive+llm" else (method,)  # type: ignore[assignment]
     max_input = settings.summary_max_input_tokens or (CPU_LEAD_TOKENS if cpu else None)
-    concurrency = settings.summary_concurrency or (8 if llm_runs_on == "server" else 1)
+    concurrency = settings.summary_concurrency or background_batch(settings, llm_runs_on)
     return SummaryPlan(methods, max_input, concurrency)
 
 
@@ -163,7 +164,8 @@ def write_summaries(
     limit: int | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> tuple[int, int]:
-    """Summaries of one method, as background work, for the pass and for a worker's summary task."""
+    """Summaries of one method (LLM calls as background work, see :class:`Summarizer`), for the pass and for a
+    worker's summary task."""
     if method == "extractive":
         summarizer = Summarizer(store, embedder(), None, settings)
         return summarizer.run(collection, doc_ids=doc_ids, method=method, states=states, should_cancel=should_cancel)
@@ -171,7 +173,6 @@ def write_summaries(
     summarizer = Summarizer(
         store, embedder(), model, settings, max_input_tokens=plan.max_input_tokens, concurrency=plan.concurrency
     )
-    with model.background(should_cancel):
-        return summarizer.run(
-            collection, doc_ids=doc_ids, method=method, states=states, limit=limit, should_cancel=should_cancel
-        )
+    return summarizer.run(
+        collection, doc_ids=doc_ids, method=method, states=states, limit=limit, should_cancel=should_cancel
+    )

@@ -104,8 +104,11 @@ class Settings(BaseSettings):
         "2048 with a local model on the CPU (a 50k-token filing would be ~30 calls), the whole document otherwise.",
     )
     summary_concurrency: int | None = Field(
-        default=None, ge=1, le=256, description="LLM summaries in flight at once. Default: 8 for an "
-        "OpenAI-compatible server (vLLM batches them), 1 for a local model (one call at a time anyway).",
+        default=None, ge=1, le=256, description="LLM summaries in flight at once. Default: RAG_LLM_BACKGROUND_BATCH.",
+    )
+    llm_background_batch: int | None = Field(
+        default=None, ge=1, le=256, description="Background calls (summaries) a local model decodes together in one "
+        "batch, or requests sent at once to a server. Default: 4 on the CPU, 16 on CUDA, 8 for a server.",
     )
     index_save_interval_s: float = Field(
         default=30.0, description="How often a long ingestion persists the FAISS index (SQL commits per document)."

@@ -182,7 +182,8 @@ def test_failures_are_recorded_and_runs_resume(
 ) -> None:
     docs = tmp_path / "docs"
     write_files(docs, SHORT_DOCS)
-    engine = make_rag(data_dir, **SETTINGS)
+    # One summary at a time (the CPU default decodes several together), so the cancel lands after exactly one.
+    engine = make_rag(data_dir, **SETTINGS, summary_concurrency=1)
     engine.ingest(docs)  # no summaries asked for: chunks only
     assert {d.summary_state for d in engine.documents()} == {"none"}
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+from rag.models.placement import background_batch, llm_placement
+
 if TYPE_CHECKING:
     from rag.models.llm import LLM
     from rag.settings import Settings
@@ -51,14 +53,4 @@ def load_llm(settings: Settings) -> LLM:
         return llm
 
 
-def llm_placement(settings: Settings) -> str:
-    """Where the LLM runs: ``server`` (an OpenAI-compatible one), ``cuda`` or ``cpu``; summary costs are planned
-    by it (``ingest.summary_pass.summary_plan``)."""
-    if settings.llm_backend == "openai":
-        return "server"
-    from rag.models.device import choose_device
-
-    return "cuda" if choose_device(settings.device).startswith("cuda") else "cpu"
-
-
-__all__ = ["llm_placement", "load_llm"]
+__all__ = ["background_batch", "llm_placement", "load_llm"]

@@ -12,8 +12,11 @@ from collections.abc import Callable, Generator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from rag.models.batched_decode import generate_greedy
 from rag.models.device import choose_device
 from rag.models.llm import LLM, Generation, Message, TextStream
+from rag.models.micro_batch import MicroBatcher
+from rag.models.placement import background_batch
 from rag.models.sources import resolve_model_source
 from rag.models.tokens import HFTokenCounter
 from rag.models.weights import load_weights
@@ -53,6 +56,9 @@ class LocalLLM(LLM):
         self.tokens = HFTokenCounter(self.tokenizer, self.context_window, name=self.name)
         self._torch = torch
         self._eos = self._eos_ids()
+        self._pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self._eos[0]
+        runs_on = "cuda" if self.device.startswith("cuda") else "cpu"
+        self._background_batches = MicroBatcher(self._decode_batch, background_batch(settings, runs_on))
         log.info(
             "loaded %s from %s on %s/%s in %.1fs (window %d)",
             self.name,
@@ -106,7 +112,7 @@ class LocalLLM(LLM):
             "attention_mask": self._torch.ones_like(input_ids),
             "max_new_tokens": max_new_tokens,
             "eos_token_id": self._eos,
-            "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self._eos[0],
+            "pad_token_id": self._pad,
         }
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
@@ -114,21 +120,30 @@ class LocalLLM(LLM):
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs, len(ids)
 
-    def _finish(self, output: Any, prompt_len: int, max_new_tokens: int) -> tuple[list[int], str]:
-        new = output[0][prompt_len:].tolist()
+    def _generation(self, new: list[int], prompt_len: int, max_new_tokens: int) -> Generation:
         ended = bool(new) and new[-1] in self._eos
         finish = "stop" if ended or len(new) < max_new_tokens else "length"
-        return new, finish
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        return Generation(text=text, prompt_tokens=prompt_len, completion_tokens=len(new), finish_reason=finish)
 
     def generate(
         self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
     ) -> Generation:
+        if temperature <= 0 and self.gate.in_background():  # summaries: decoded in batches (batched_decode)
+            ids = self.tokens.encode_messages(messages)
+            self.check_fits(len(ids), max_new_tokens)
+            return self._generation(self._background_batches((ids, max_new_tokens)), len(ids), max_new_tokens)
         kwargs, prompt_len = self._prepare(messages, max_new_tokens, temperature, top_p)
         with self.gate.use(), self._torch.inference_mode():
             output = self.model.generate(**kwargs)
-        new, finish = self._finish(output, prompt_len, max_new_tokens)
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        return Generation(text=text, prompt_tokens=prompt_len, completion_tokens=len(new), finish_reason=finish)
+        return self._generation(output[0][prompt_len:].tolist(), prompt_len, max_new_tokens)
+
+    def _decode_batch(self, prompts: list[tuple[list[int], int]]) -> list[list[int]]:
+        """One background batch (see :class:`~rag.models.micro_batch.MicroBatcher`): each prompt's new tokens."""
+        longest = max(n for _, n in prompts)
+        with self.gate.use(), self._torch.inference_mode():
+            rows = generate_greedy(self.model, [ids for ids, _ in prompts], longest, self._eos, self._pad)
+        return [row[:n] for row, (_, n) in zip(rows, prompts, strict=True)]
 
     def stream(
         self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
@@ -177,6 +192,4 @@ class LocalLLM(LLM):
             raise result["error"]
         if "output" not in result:
             return Generation("".join(pieces), prompt_len, 0, "cancelled")
-        new, finish = self._finish(result["output"], prompt_len, max_new_tokens)
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        return Generation(text=text, prompt_tokens=prompt_len, completion_tokens=len(new), finish_reason=finish)
+        return self._generation(result["output"][0][prompt_len:].tolist(), prompt_len, max_new_tokens)
