@@ -130,8 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _add_operational_routes(app: FastAPI) -> None:
     @app.get("/healthz", response_model=Health, tags=["operations"])
-    def healthz() -> dict[str, Any]:
-        """Liveness: the process answers. Never needs a key."""
+    async def healthz() -> dict[str, Any]:
+        """Liveness: the process answers. Never needs a key. Answered on the event loop, not in the threadpool, so
+        a pool busy with retrievals and deletes cannot delay it (bench/reliability.py)."""
         return {"status": "ok", "checks": {}}
 
     @app.get("/readyz", response_model=Health, tags=["operations"], responses={503: {"model": Health}})

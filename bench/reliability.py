@@ -2,10 +2,13 @@
 
     python bench/reliability.py [--kills 20] [--clients 20]
 
-- kill -9: ``rag ingest`` of a 60-file folder (committing every 32 chunks) is killed at a random moment (3-25 s,
-  which covers model loading, parsing, embedding and commits), ``--kills`` times on one data directory. After each kill a fresh process opens the
-  store and checks every stored chunk: it is in FAISS and in the lexical index, and a dense search with its own
-  stored vector returns it first (cosine 1 against itself). A chunk that fails any of these is a data-loss incident.
+- kill -9: ``rag ingest`` of a 60-file folder into a fresh store (committing every 32 chunks) is killed at a random
+  moment of a whole run's duration (measured first; it covers model loading, parsing, embedding and commits),
+  ``--kills`` times. After each kill a fresh process opens the store and checks every stored chunk: it is in FAISS
+  and in the lexical index, and a dense search with its own stored vector returns it first (cosine 1 against
+  itself). A chunk that fails any of these is a data-loss incident.
+- full disk: ``rag ingest`` of 200 files into tmpfs data directories of 0.6-4.8 MB, which fill at different
+  stages; the same check, in the same private mount namespace.
 - API under ingestion (a real ``rag serve`` on 127.0.0.1): a job ingests 400 files; meanwhile documents are deleted
   (10 DELETE requests at once), ``/healthz`` is polled, and ``--clients`` concurrent clients send ``/v1/retrieve``
   (20 requests each). Reported: /healthz p50 / p95, delete latencies, retrieve p50 / p95 and errors.
@@ -66,30 +69,68 @@ def check_store(data: Path) -> tuple[int, int]:
     return checked, incidents
 
 
+def _ingest_cmd(docs: Path, data: Path) -> list[str]:
+    return [sys.executable, "-m", "rag.cli", "ingest", str(docs), "--data-dir", str(data)]
+
+
+KILL_ENV = {"RAG_EMBED_BATCH_SIZE": "4", "RAG_SUMMARIZE": "off"}
+"""Small embedding batches commit every 32 chunks, so a kill can land between any two commits."""
+
+
 def kill_runs(tmp: Path, kills: int) -> dict:
+    """``kills`` ingests of a fresh store, each killed at a random moment of a whole run's duration (measured first,
+    unkilled), so every kill lands mid-run; then the store is checked by a fresh process (which also repairs)."""
     docs = folder_of(tmp / "docs", 60)
-    data = tmp / "kill-data"
+    env = {**os.environ, **KILL_ENV}
     rng = random.Random(0)
+    data = tmp / "kill-data"
+    started = time.perf_counter()
+    subprocess.run(_ingest_cmd(docs, data), cwd=REPO, env=env, capture_output=True, check=True)
+    whole_s = time.perf_counter() - started
     results = []
     for _ in range(kills):
-        # Small embedding batches commit every 32 chunks, so a kill can land between any two commits.
-        env = {**os.environ, "RAG_EMBED_BATCH_SIZE": "4"}
-        proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "ingest", str(docs), "--data-dir", str(data)],
-                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(3.0, 25.0))
+        shutil.rmtree(data, ignore_errors=True)
+        proc = subprocess.Popen(_ingest_cmd(docs, data), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        at = rng.uniform(1.0, whole_s)
+        time.sleep(at)
         finished = proc.poll() is not None
         proc.kill()
         proc.wait()
         checked, incidents = check_store(data)
-        results.append({"finished_before_kill": finished, "chunks_checked": checked, "incidents": incidents})
-        if finished:  # start over so that the next kill lands mid-ingest again
-            shutil.rmtree(data, ignore_errors=True)
+        results.append({"killed_at_s": round(at, 1), "finished_before_kill": finished, "chunks_checked": checked,
+                        "incidents": incidents})
     return {
         "runs": kills,
+        "whole_run_s": round(whole_s, 1),
         "killed_mid_run": sum(not r["finished_before_kill"] for r in results),
         "chunks_checked": sum(r["chunks_checked"] for r in results),
         "data_loss_incidents": sum(r["incidents"] for r in results),
     }
+
+
+def full_disk_runs(tmp: Path, sizes_kb: tuple[int, ...] = (600, 1200, 2400, 4800)) -> dict:
+    """Ingest into a tmpfs data directory too small for the folder (a private user + mount namespace, so no root
+    is needed), then check, in the same namespace, every chunk that made it into SQL (:func:`check_store`)."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], check=False).returncode:
+        return {"skipped": "no private mount namespace here"}
+    docs = folder_of(tmp / "disk-docs", 200)
+    env = {**os.environ, **KILL_ENV}
+    env.setdefault("RAG_MODELS_DIR", str(tmp / "models"))  # converted models outside the small disk
+    results = []
+    for size in sizes_kb:
+        mount = tmp / f"disk-{size}"
+        mount.mkdir()
+        ingest = " ".join(f'"{a}"' for a in _ingest_cmd(docs, mount / "data"))
+        script = (f'mount -t tmpfs -o size={size}k tmpfs "{mount}" && {{ {ingest} >/dev/null 2>"{tmp}/err"; '
+                  f'echo "ingest exit $?" >&2; tail -n 1 "{tmp}/err" >&2; '
+                  f'"{sys.executable}" "{__file__}" --check "{mount}/data"; }}')
+        out = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, env=env, capture_output=True,
+                             text=True, check=False)
+        checked, incidents = json.loads(out.stdout.strip().splitlines()[-1])
+        results.append({"tmpfs_kb": size, "ingest": " / ".join(out.stderr.strip().splitlines()[-2:]),
+                        "chunks_checked": checked, "incidents": incidents})
+    return {"runs": results, "data_loss_incidents": sum(r["incidents"] for r in results)}
 
 
 def api_under_ingestion(tmp: Path, clients: int) -> dict:
@@ -168,12 +209,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--clients", type=int, default=20, help="0: skip the API part")
+    parser.add_argument("--check", type=Path, help=argparse.SUPPRESS)  # child: check one store, print the counts
     args = parser.parse_args()
+    if args.check:
+        print(json.dumps(check_store(args.check)))
+        return
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         out = {"api_under_ingestion": api_under_ingestion(tmp, args.clients)} if args.clients else {}
         print(json.dumps(out), flush=True)
         out["kill_9"] = kill_runs(tmp, args.kills)
+        out["full_disk"] = full_disk_runs(tmp)
         print(json.dumps(out, indent=1))
 
 
