@@ -50,6 +50,9 @@ Dec 2026 (same machine, two other jobs running; all 20 filings now parse, so the
   2.92 s and 6.70 s: +0.31 s to the first token (about one decoder layer of the summary's prefill, the one in
   flight when the answer arrives) and +0.97 s in all. ``--plain-lock --rounds 3`` (the summary an ordinary call, as
   before the gate): first token 26.3 s vs 2.8 s idle, +23.5 s: the answer waited for the whole summary.
+- ``throughput --model bundled:qwen2.5-coder-0.5b --docs 8 --concurrency 4`` vs ``--concurrency 1`` (3 Dec, quiet
+  machine, one run each): 4.62 vs 3.58 docs/min (1.29x), mean batch 4.0. A batch of 4 costs ~3.3x a single
+  sequence's decode step here, far from the weight-bandwidth bound; not explained yet.
 - An LLM pass over the same 20 filings (qwen 0.5B, 2,048-token lead) was stopped after 4 filings: 98-306 s each
   with the machine shared three ways (1.5 docs/min, 40 s each, when it was shared two ways in Nov).
 """
