@@ -1,9 +1,10 @@
 """Greedy generation for several prompts at once: each prompt prefilled alone in chunks, then decoded together.
 
 Why this shape (the local model's background work, i.e. summaries):
-- **Decode together.** A decode step reads every weight of the model once, whatever the batch, so on this CPU (and
-  more so on a GPU) four sequences decode in little more than the time of one. Summaries are mostly decode
-  (~150 new tokens at a few tokens/s on the CPU), so batching them multiplies the pass's documents per minute.
+- **Decode together.** A decode step reads every weight of the model once, whatever the batch. Summaries are
+  mostly decode (~150 new tokens at a few tokens/s on the CPU), so batching them raises the pass's documents per
+  minute: 1.29x with 4 on this CPU (a batched step cost ~3.3x a single one, less gain than the weight reads
+  predict; not explained yet), more on a GPU (not measured here).
 - **Prefill alone, in chunks.** Prefill is compute-bound, so batching it gains nothing, and left-padding it would
   compute the padding. Each prompt is therefore prefilled on its own, :data:`PREFILL_CHUNK` tokens at a time, and the
   caches are then left-padded into one. The chunks also bound the work of one decoder layer call, which is where
