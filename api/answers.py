@@ -39,7 +39,7 @@ class Ask:
 
 async def answer(rag: RAG, gate: LLMGate, request: Request, ask: Ask) -> Answer:
     """The whole answer (the model slot, when one was needed, is given back before returning)."""
-    hits, early = await _early(rag, ask)
+    hits, early = await _early(rag, request, ask)
     if early is not None:
         return early
     slot = await admit(gate, request)
@@ -56,7 +56,7 @@ async def stream(rag: RAG, gate: LLMGate, request: Request,
                  ask: Ask) -> tuple[BlockingStream[str | Answer], Callable[[], None]]:
     """The answer's text pieces then its ``Answer``, primed (errors before the first piece still become a status
     code), and what to call when the response ends."""
-    hits, early = await _early(rag, ask)
+    hits, early = await _early(rag, request, ask)
     if early is not None:
         return BlockingStream(iter([early.text, early])), NO_SLOT.release
     slot = await admit(gate, request)
@@ -69,12 +69,12 @@ async def stream(rag: RAG, gate: LLMGate, request: Request,
         raise
 
 
-async def _early(rag: RAG, ask: Ask) -> tuple[list[Hit] | None, Answer | None]:
+async def _early(rag: RAG, request: Request, ask: Ask) -> tuple[list[Hit] | None, Answer | None]:
     """The hits and the abstention, decided before queueing for the model (the hits are then answered from, not
     retrieved again); neither for a follow-up, which is rewritten first and searched as rewritten."""
     if ask.chat.needs_rewrite:
         return None, None
-    hits, early = await abstention(rag, ask.chat.question, ask.top_k, ask.collection, ask.mode, ask.path_prefix,
+    hits, early = await abstention(rag, request.app.state.retrieval, ask.chat.question, ask.top_k, ask.collection, ask.mode, ask.path_prefix,
                                    ask.document_ids)
     if early is not None:
         early.question = ask.chat.question

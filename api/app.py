@@ -24,7 +24,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api import errors, web
-from api.concurrency import gate_for
+from api.concurrency import RetrievalLimit, gate_for
 from api.jobs import JobManager
 from api.metrics import Metrics, MetricsMiddleware
 from api.openai_compat import router as openai_router
@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.started_at = time.time()
     app.state.llm_window = None
     app.state.llm_gate = gate_for(settings.llm_backend)
+    app.state.retrieval = RetrievalLimit(settings.retrieve_concurrency)
     errors.install(app)
 
     app.add_middleware(BodyLimitMiddleware, settings=settings)

@@ -1,4 +1,4 @@
-"""Admission control for requests that generate with the LLM: a bounded queue in front of the model.
+"""Admission control: a bounded queue in front of the model, and a bound on retrievals running at once.
 
 The local model runs one generation at a time (a lock in the backend). Without a gate, every waiting query would
 sit in a threadpool thread blocked on that lock, and forty of them would exhaust the threadpool, so retrieval,
@@ -9,13 +9,19 @@ instead of building an unbounded backlog. Against vLLM (which batches), the slot
 Only work that needs the model queues: a question that retrieval finds nothing relevant for is answered with the
 abstention before the queue (:func:`abstention`), and a request whose client left while it waited gives its slot
 back without generating (:func:`admit`).
+
+Retrievals are bounded too (:class:`RetrievalLimit`): each one holds the GIL for its Python parts (SQL rows, fusion,
+JSON), so twenty of them in threads on a 2-core machine run no faster than two, and every other request, even
+``/healthz`` on the event loop, waits its turn for the GIL behind them (bench/reliability.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
     from rag.types import Answer, Hit
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LOCAL_SLOTS = 2  # one generating, one retrieving/budgeting the next prompt meanwhile
 REMOTE_SLOTS = 32
@@ -71,6 +78,18 @@ NO_SLOT = Slot(None)
 """What a response that never queued for the model (an abstention) releases: nothing."""
 
 
+class RetrievalLimit:
+    """At most ``slots`` retrievals in threads at once; the others wait on the event loop, holding no thread."""
+
+    def __init__(self, slots: int | None) -> None:
+        self.slots = slots or os.cpu_count() or 2
+        self._sem = asyncio.Semaphore(self.slots)
+
+    async def run(self, work: Callable[[], T]) -> T:
+        async with self._sem:
+            return await run_in_threadpool(work)
+
+
 def gate_for(backend: str) -> LLMGate:
     return LLMGate(LOCAL_SLOTS if backend == "local" else REMOTE_SLOTS)
 
@@ -101,7 +120,7 @@ async def _disconnect(request: Request) -> None:
 
 
 async def abstention(
-    rag: RAG, question: str, top_k: int | None, collection: str, mode: str | None,
+    rag: RAG, limit: RetrievalLimit, question: str, top_k: int | None, collection: str, mode: str | None,
     path_prefix: str | None = None, document_ids: list[int] | None = None,
 ) -> tuple[list[Hit], Answer | None]:
     """The hits for ``question`` and the engine's abstention answer when they hold nothing relevant, decided before
@@ -110,7 +129,7 @@ async def abstention(
     """
     from rag.synthesis import abstain, should_abstain
 
-    hits = await run_in_threadpool(
+    hits = await limit.run(
         lambda: rag.retrieve(question, top_k, collection, path_prefix=path_prefix, document_ids=document_ids)
     )
     if not should_abstain(hits, rag.settings):

@@ -232,10 +232,11 @@ async def _query_events(stream: BlockingStream[str | Answer], metrics: Metrics) 
 
 
 @router.post("/retrieve", response_model=S.RetrieveResponse, responses=S.error_responses(400, 401, 413, 422, 503))
-def retrieve(req: S.RetrieveRequest, rag: Rag) -> dict[str, Any]:
-    """Ranked passages with their scores; no LLM involved."""
-    hits = rag.retrieve(req.question, req.top_k, req.collection, path_prefix=req.path_prefix,
-                        document_ids=req.document_ids, mode=req.mode)
+async def retrieve(req: S.RetrieveRequest, rag: Rag, request: Request) -> dict[str, Any]:
+    """Ranked passages with their scores; no LLM involved. At most RAG_RETRIEVE_CONCURRENCY run at once."""
+    hits = await request.app.state.retrieval.run(
+        lambda: rag.retrieve(req.question, req.top_k, req.collection, path_prefix=req.path_prefix,
+                             document_ids=req.document_ids, mode=req.mode))
     return {"hits": [h.to_dict() for h in hits]}
 
 

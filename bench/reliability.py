@@ -1,6 +1,6 @@
 """Reliability figures: data loss under kill -9, and the API's responsiveness while an ingestion job runs.
 
-    python bench/reliability.py [--kills 20] [--clients 20]
+    python bench/reliability.py [--kills 20] [--clients 20] [--parts api,disk,kill]
 
 - kill -9: ``rag ingest`` of a 60-file folder into a fresh store (committing every 32 chunks) is killed at a random
   moment of a whole run's duration (measured first; it covers model loading, parsing, embedding and commits),
@@ -219,14 +219,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--clients", type=int, default=20, help="0: skip the API part")
+    parser.add_argument("--parts", default="api,disk,kill", help="comma-separated, of: api, disk, kill")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        out = {"api_under_ingestion": api_under_ingestion(tmp, args.clients)} if args.clients else {}
-        print(json.dumps(out), flush=True)
-        out["full_disk"] = full_disk_runs(tmp)
-        print(json.dumps(out), flush=True)
-        out["kill_9"] = kill_runs(tmp, args.kills)
+        parts, out = args.parts.split(","), {}
+        if "api" in parts and args.clients:
+            out["api_under_ingestion"] = api_under_ingestion(tmp, args.clients)
+            print(json.dumps(out), flush=True)
+        if "disk" in parts:
+            out["full_disk"] = full_disk_runs(tmp)
+            print(json.dumps(out), flush=True)
+        if "kill" in parts:
+            out["kill_9"] = kill_runs(tmp, args.kills)
         print(json.dumps(out, indent=1))
 
 

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
         default=None, ge=1, le=256, description="Background calls (summaries) a local model decodes together in one "
         "batch, or requests sent at once to a server. Default: 4 on the CPU, 16 on CUDA, 8 for a server.",
     )
+    retrieve_concurrency: int | None = Field(
+        default=None, ge=1, le=256, description="Retrievals `rag serve` runs at once; more wait on the event loop "
+        "holding no thread. Default: the CPU count (more only contend for the cores and the GIL, and delay every "
+        "other request, /healthz included).",
+    )
     index_save_interval_s: float = Field(
         default=30.0, description="How often a long ingestion persists the FAISS index (SQL commits per document)."
     )

@@ -479,3 +479,31 @@ def test_llm_gate_queues_then_refuses() -> None:
         second.release()
 
     asyncio.run(scenario())
+
+
+def test_retrieval_limit_bounds_the_threads_at_work() -> None:
+    """Twelve retrievals at once with two slots: never more than two in threads together, and all twelve run."""
+    import asyncio
+    import threading
+    import time
+
+    from api.concurrency import RetrievalLimit
+
+    lock, running, peak, done = threading.Lock(), [0], [0], []
+
+    def work(i: int) -> int:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        done.append(i)
+        return i
+
+    async def scenario() -> list[int]:
+        limit = RetrievalLimit(2)
+        return await asyncio.gather(*(limit.run(lambda i=i: work(i)) for i in range(12)))
+
+    assert asyncio.run(scenario()) == list(range(12))
+    assert peak[0] == 2 and sorted(done) == list(range(12))
