@@ -157,7 +157,9 @@ def bench_squad(args: argparse.Namespace) -> dict:
                 "answer": answer.text,
             }
         )
-        log.info("%d/%d %.1fs %s -> %s", n, len(answerable) + len(unanswerable), seconds, q["question"], answer.text)
+        flags = {k: rows[-1][k] for k in ("answerable", "contains", "abstained", "gold_retrieved", "gold_cited")}
+        log.info("%d/%d %.1fs %s %s -> %s", n, len(answerable) + len(unanswerable), seconds, json.dumps(flags),
+                 q["question"], answer.text)  # the flags let a cut run be tallied from its log
     ans = [r for r in rows if r["answerable"]]
     una = [r for r in rows if not r["answerable"]]
     found = [r for r in ans if r["gold_retrieved"] and not r["abstained"]]
