@@ -55,6 +55,13 @@ Dec 2026 (same machine, two other jobs running; all 20 filings now parse, so the
   sequence's decode step here, far from the weight-bandwidth bound; not explained yet.
 - An LLM pass over the same 20 filings (qwen 0.5B, 2,048-token lead) was stopped after 4 filings: 98-306 s each
   with the machine shared three ways (1.5 docs/min, 40 s each, when it was shared two ways in Nov).
+
+3 Dec 2026, a 2-core AMD EPYC (AVX2; decode 0.173 s/token, prefill 157 tok/s), quiet, 2 threads, chunked prefill:
+- ``yield --rounds 5``: first token 4.98 s idle vs 5.68 s during a summary (+0.69 s), whole answer 10.48 vs
+  11.64 s (+1.16 s, 6.7 decode steps); per round the first-token wait was +0.95, +1.20, -0.05, -0.17, +1.00 s.
+  A traced run (layer entries per thread) showed the background call parked from the layer after the answer
+  arrived (~70 ms per layer for a 256-token chunk) and the answer not slower than idle, while identical idle
+  answers vary by over 1 s here: the benchmark's extra second is not yet attributed.
 """
 
 from __future__ import annotations
