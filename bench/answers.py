@@ -182,6 +182,11 @@ def bench_squad(args: argparse.Namespace) -> dict:
             "gold_cited_before_verification": share(found, "gold_cited_before"),
             "gold_cited_strict": share(found, "gold_cited_strict"),
             "gold_cited_strict_before_verification": share(found, "gold_cited_strict_before"),
+            # a wrong answer usually comes from a wrong paragraph, and citing that one is faithful: the rate among
+            # answers that contain a reference answer separates citation errors from answer errors
+            "correct_n": sum(r["contains"] for r in found),
+            "gold_cited_when_correct": share([r for r in found if r["contains"]], "gold_cited"),
+            "gold_cited_when_wrong": share([r for r in found if not r["contains"]], "gold_cited"),
         },
         "groundedness_mean": round(statistics.mean(checked), 3) if checked else None,
         "groundedness_n": len(checked),
