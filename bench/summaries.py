@@ -62,6 +62,9 @@ Dec 2026 (same machine, two other jobs running; all 20 filings now parse, so the
   A traced run (layer entries per thread) showed the background call parked from the layer after the answer
   arrived (~70 ms per layer for a 256-token chunk) and the answer not slower than idle, while identical idle
   answers vary by over 1 s here: the benchmark's extra second is not yet attributed.
+- ``yield --rounds 15``: first token 5.04 s idle vs 5.40 s during a summary (+0.36 s, 1.9 decode steps of
+  0.191 s), whole answer 10.91 vs 11.56 s (+0.65 s); the paired first-token differences range -1.14..+1.76 s (5 of
+  15 negative; mean +0.29 s, s.e. ~0.2 s), so the 5-round +0.69 s was mostly noise.
 """
 
 from __future__ import annotations
