@@ -74,8 +74,8 @@ async def _early(rag: RAG, request: Request, ask: Ask) -> tuple[list[Hit] | None
     retrieved again); neither for a follow-up, which is rewritten first and searched as rewritten."""
     if ask.chat.needs_rewrite:
         return None, None
-    hits, early = await abstention(rag, request.app.state.retrieval, ask.chat.question, ask.top_k, ask.collection, ask.mode, ask.path_prefix,
-                                   ask.document_ids)
+    hits, early = await abstention(rag, request.app.state.retrieval, ask.chat.question, ask.top_k, ask.collection,
+                                   ask.mode, ask.path_prefix, ask.document_ids)
     if early is not None:
         early.question = ask.chat.question
     return hits, early

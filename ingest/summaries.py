@@ -35,6 +35,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -223,11 +224,9 @@ class Summarizer:
             source = self._load(doc_id, with_vectors=method == "extractive")
             if source is None:
                 return None, ""  # deleted or failed since it was selected
-            if method == "extractive":
-                return self._one(coll, source, method, should_cancel, sample), source.path
-            # Summaries are background work wherever they run: on a local model they give way to answers, and
+            # LLM summaries are background work wherever they run: on a local model they give way to answers, and
             # the calls of this run's threads are decoded together (rag.models.micro_batch). The mark is per thread.
-            with self.llm.background(should_cancel):
+            with nullcontext() if method == "extractive" else self.llm.background(should_cancel):
                 return self._one(coll, source, method, should_cancel, sample), source.path
 
         sample = self._collection_sample(coll) if method == "extractive" and todo else None
