@@ -1,6 +1,7 @@
 """Answer quality and latency of the whole query path (retrieve → budget → LLM → citations), default model, CPU.
 
     python bench/answers.py squad   [--answerable 100] [--unanswerable 50] [--mode compact]
+    python bench/answers.py replay
     python bench/answers.py latency [--questions 8]
     python bench/answers.py sec10q  [--questions 20]
     python bench/answers.py conversations [--conversations 60] [--answer]
@@ -15,6 +16,10 @@ before verification (``answering.verify_citations`` is wrapped with a probe that
 is reported before and after it, among the answerable questions whose gold paragraph was retrieved, both as the
 sources list (which lists every passage shown when nothing is cited) and strictly (the ``[n]`` in the text); with
 groundedness and verification's share of each answer's time.
+
+``replay``: citation verification as the code now does it, on the generations the last ``squad`` run recorded
+(``bench/results/answers-squad.json``: raw answers, passages shown, hits), so a change to verification is measured
+in seconds on the same questions, without the LLM.
 
 ``conversations``: two-turn conversations from SQuAD and HotpotQA whose second turn needs the first (built as
 ``bench/conversations.py`` says). Recall@5 of the gold paragraphs for the second turn: asked as the dataset asks it
@@ -94,9 +99,9 @@ class VerifyProbe:
         self._verify = answering.verify_citations
         answering.verify_citations = self._timed
 
-    def _timed(self, text: str, hits: list[Hit], shown: set[int], embedder: Any, min_support: float) -> Any:
+    def _timed(self, text: str, hits: list[Hit], shown: set[int], embedder: Any, min_support: float, **kw: Any) -> Any:
         t0 = time.perf_counter()
-        result = self._verify(text, hits, shown, embedder, min_support)
+        result = self._verify(text, hits, shown, embedder, min_support, **kw)
         self.seconds, self.raw_text, self.shown = time.perf_counter() - t0, text, set(shown)
         return result
 
@@ -155,6 +160,10 @@ def bench_squad(args: argparse.Namespace) -> dict:
                 "prompt_tokens": answer.usage.prompt_tokens,
                 "question": q["question"],
                 "answer": answer.text,
+                # what verification saw, so its rules can be replayed offline on these generations
+                "shown": sorted(probe.shown),
+                "hits": [{"document": Path(h.document).stem, "document_id": h.document_id, "kind": h.kind,
+                          "text": h.text, "start_char": h.start_char, "score": h.score} for h in answer.hits],
             }
         )
         flags = {k: rows[-1][k] for k in ("answerable", "contains", "abstained", "gold_retrieved", "gold_cited")}
@@ -205,6 +214,40 @@ def bench_squad(args: argparse.Namespace) -> dict:
         "p50_seconds": p50([r["seconds"] for r in rows]),
         "p50_prompt_tokens": p50([r["prompt_tokens"] for r in rows if r["prompt_tokens"]]),
         "rows": rows,
+    }
+
+
+def bench_replay(args: argparse.Namespace) -> dict:
+    """Citation verification as the code now does it, replayed on the generations a ``squad`` run recorded (its
+    raw answers, passages shown and hits): no LLM call, seconds instead of half an hour, the same questions."""
+    recorded = json.loads((REPO / "bench" / "results" / "answers-squad.json").read_text())["rows"]
+    gold = {q["id"]: set(q["gold_ids"]) for q in read_jsonl(DATA / "squad2-dev-5" / "queries.jsonl")}
+    rag = open_rag(args.work, "squad-data", args)
+    settings = rag.settings
+    rows = []
+    for r in recorded:
+        if not (r["answerable"] and r["gold_retrieved"] and not r["abstained"] and r.get("hits")):
+            continue
+        hits = [Hit(chunk_id=i, document_id=h["document_id"], document=h["document"], collection="default",
+                    position=0, text=h["text"], score=h["score"], kind=h["kind"], start_char=h["start_char"])
+                for i, h in enumerate(r["hits"], 1)]
+        shown = set(r["shown"])
+        checked = answering.verify_citations(r["answer_before"], hits, shown, rag.embedder,
+                                             settings.citation_min_support, margin=settings.citation_switch_margin,
+                                             question=r["question"])
+        rows.append({"contains": r["contains"],
+                     "gold_cited": bool(cited_documents(checked.text, shown, hits, True) & gold[r["id"]]),
+                     "gold_cited_strict": bool(cited_documents(checked.text, shown, hits, False) & gold[r["id"]]),
+                     "gold_cited_recorded": r["gold_cited"]})
+    return {
+        "task": "replay",
+        "n": len(rows),
+        "gold_cited": share(rows, "gold_cited"),
+        "gold_cited_as_recorded": share(rows, "gold_cited_recorded"),
+        "gold_cited_strict": share(rows, "gold_cited_strict"),
+        "correct_n": sum(r["contains"] for r in rows),
+        "gold_cited_when_correct": share([r for r in rows if r["contains"]], "gold_cited"),
+        "gold_cited_when_wrong": share([r for r in rows if not r["contains"]], "gold_cited"),
     }
 
 
@@ -365,7 +408,7 @@ def bench_conversations(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("task", choices=["squad", "latency", "sec10q", "conversations"])
+    parser.add_argument("task", choices=["squad", "replay", "latency", "sec10q", "conversations"])
     parser.add_argument("--answerable", type=int, default=100)
     parser.add_argument("--unanswerable", type=int, default=50)
     parser.add_argument("--questions", type=int, default=None, help="latency: 8, sec10q: 20")
@@ -382,7 +425,7 @@ def main() -> None:
     if not DATA.exists():
         sys.exit(f"{DATA} not found")
     args.work.mkdir(parents=True, exist_ok=True)
-    tasks = {"squad": bench_squad, "latency": bench_latency, "sec10q": bench_sec10q,
+    tasks = {"squad": bench_squad, "replay": bench_replay, "latency": bench_latency, "sec10q": bench_sec10q,
              "conversations": bench_conversations}
     result = tasks[args.task](args)
     out = REPO / "bench" / "results" / f"answers-{args.task}.json"

@@ -192,6 +192,10 @@ class Settings(BaseSettings):
         default=0.5, ge=0.0, le=1.0, description="Support score (0..1) a passage needs for a sentence to keep citing "
         "it; below it the citation moves to the passage that scores best, or goes (rag/synthesis/verify.py).",
     )
+    citation_switch_margin: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="How much better (in support score) another shown passage must "
+        "support a sentence for a citation that clears citation_min_support to move to it.",
+    )
     rewrite_followups: bool = Field(
         default=True, description="Rewrite a chat follow-up that does not stand alone (pronouns, ellipsis) into a "
         "standalone question with one LLM call before retrieval (rag/synthesis/conversation.py).",

@@ -11,6 +11,7 @@ from ingest.readers import read_document
 from rag.models.embedder import Embedder, load_embedder
 from rag.settings import Settings
 from rag.synthesis import parse_citations, verify_citations
+from rag.types import Hit
 from tests.conftest import make_hits, write_files
 
 MIN_SUPPORT = Settings.model_fields["citation_min_support"].default
@@ -68,3 +69,35 @@ def test_span_offsets_select_the_text_of_the_stored_document(make_rag, tmp_path:
     stored = read_document(tmp_path / "docs" / "harbour.txt", 10**7).text  # the text as indexed
     assert stored[span.doc_start:span.doc_end] == hits[0].text[span.start:span.end]
     assert stored[span.doc_start:span.doc_end] == "The lighthouse at the end of the pier was painted red and white in 1911."
+
+
+def _passages(*texts: str) -> list[Hit]:
+    return [Hit(chunk_id=10 + i, document_id=1 + i, document=f"/corpus/{i}.txt", collection="default", position=0,
+                text=text, score=1.0 / (60 + i)) for i, text in enumerate(texts)]
+
+
+def test_a_short_answer_is_checked_with_its_question(embedder: Embedder) -> None:
+    """"It was 1911." is true of both passages' years; only the question says which one it answers."""
+    hits = _passages(
+        "The harbour crane was installed in 1911. It lifts forty tonnes.",
+        "The lighthouse at the end of the pier was painted red and white in 1911.",
+    )
+    alone = verify_citations("It was 1911 [1].", hits, {1, 2}, embedder, MIN_SUPPORT, margin=0.1)
+    asked = verify_citations("It was 1911 [1].", hits, {1, 2}, embedder, MIN_SUPPORT, margin=0.1,
+                             question="When was the lighthouse painted red and white?")
+    assert alone.text == "It was 1911 [1]."
+    assert asked.text == "It was 1911 [2]."
+    [span] = asked.spans[2]
+    assert hits[1].text[span.start:span.end] == hits[1].text
+
+
+def test_a_supported_citation_moves_only_to_a_clearly_better_passage(embedder: Embedder) -> None:
+    hits = _passages(
+        "The Normans settled Normandy in the 10th century.",  # supports it (0.74): cited, kept within the margin
+        "In the 10th century the Normans gave their name to Normandy, a region in the north of France.",  # 0.97
+    )
+    text = "The Normans gave their name to Normandy in the 10th century [1]."
+    moved = verify_citations(text, hits, {1, 2}, embedder, MIN_SUPPORT, margin=0.1)
+    kept = verify_citations(text, hits, {1, 2}, embedder, MIN_SUPPORT, margin=1.0)
+    assert moved.sentences[0].citations == [2]
+    assert kept.sentences[0].citations == [1], "the model's choice stands when no passage beats it by the margin"

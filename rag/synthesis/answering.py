@@ -93,7 +93,10 @@ def _answer(
     abstained = model_abstained(text)
     verified = Verification(text)
     if embedder is not None and settings.verify_citations and not abstained:
-        verified = verify_citations(text, hits, shown, embedder, settings.citation_min_support)
+        verified = verify_citations(
+            text, hits, shown, embedder, settings.citation_min_support, margin=settings.citation_switch_margin,
+            question=question,
+        )
     text = verified.text
     cited = [n for n in parse_citations(text) if n in shown]
     # Nothing cited: show what the answer was drawn from — unless the model said the answer is not there.
