@@ -38,11 +38,11 @@ class _Candidate:
     lexical: float | None = None
 
 
-def reciprocal_rank_fusion(rankings: list[np.ndarray], k: int) -> dict[int, float]:
+def reciprocal_rank_fusion(rankings: list[np.ndarray], k: int, weights: list[float] | None = None) -> dict[int, float]:
     fused: dict[int, float] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings)):
         for rank, cid in enumerate(ranking.tolist()):
-            fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank + 1)
+            fused[cid] = fused.get(cid, 0.0) + weight / (k + rank + 1)
     return fused
 
 
@@ -75,24 +75,51 @@ class Retriever:
             allowed = self.store.chunk_ids_where(coll.id, path_prefix=path_prefix, document_ids=document_ids)
 
         n = max(self.settings.candidates, top_k)
+        summaries = None
+        if mode == "hybrid" and self.settings.rank_summaries:
+            summaries = self.store.summaries(coll, generation=coll.generation)
         lexical = None
         if mode in ("hybrid", "lexical"):
             # BM25 needs no embedding: it runs on the other core while the question is embedded and FAISS
             # searched (tantivy, ONNX Runtime and FAISS all release the GIL), so hybrid costs the slower of the two.
-            lexical = _LEXICAL_POOL.submit(
-                self.store.lexical(coll, generation=coll.generation).search, question, n, allowed
-            )
+            bm25 = self.store.lexical(coll, generation=coll.generation)
+            lexical = _LEXICAL_POOL.submit(bm25.search, question, n, allowed)
         query = self.embedder.embed_query(question)
         rankings: list[np.ndarray] = []
-        lexical_scores: dict[int, float] = {}
+        weights: list[float] = []
+        best_dense = None
         if mode in ("hybrid", "dense"):
-            _, dense_ids = index.search(query, n, allowed)
+            dense_scores, dense_ids = index.search(query, n, allowed)
             rankings.append(dense_ids)
+            weights.append(1.0)
+            best_dense = float(dense_scores[0]) if len(dense_scores) else None
+        lexical_summaries = None
+        if summaries is not None and len(summaries):
+            # Summaries ranked among themselves: one per document, they would otherwise compete for the shared
+            # candidate lists with every chunk of every document (rag/store/summary_vectors.py). Only those close
+            # enough to the question, and not far behind the best chunk, take part: a lone summary would otherwise
+            # top its rankings for any question, and outvote a chunk that answers it outright.
+            scores, ids = summaries.search(query, n, allowed)
+            floor = self.settings.summary_rank_min_score
+            if best_dense is not None:
+                floor = max(floor, best_dense - self.settings.summary_rank_max_gap)
+            ids = ids[scores >= floor]
+            if len(ids):
+                rankings.append(ids)
+                weights.append(self.settings.summary_rank_weight)
+                lexical_summaries = _LEXICAL_POOL.submit(bm25.search, question, n, ids)
+        lexical_scores: dict[int, float] = {}
         if lexical is not None:
             lex_ids, lex_scores = lexical.result()
             rankings.append(lex_ids)
+            weights.append(1.0)
             lexical_scores = dict(zip(lex_ids.tolist(), lex_scores.tolist()))
-        fused = reciprocal_rank_fusion(rankings, self.settings.rrf_k)
+        if lexical_summaries is not None:
+            lex_ids, lex_scores = lexical_summaries.result()
+            rankings.append(lex_ids)
+            weights.append(self.settings.summary_rank_weight)
+            lexical_scores |= {c: v for c, v in zip(lex_ids.tolist(), lex_scores.tolist()) if c not in lexical_scores}
+        fused = reciprocal_rank_fusion(rankings, self.settings.rrf_k, weights)
         ranked = sorted(fused.items(), key=lambda kv: -kv[1])[: top_k * 2]
         candidates = [_Candidate(cid, score, lexical=lexical_scores.get(cid)) for cid, score in ranked]
         self._dense_scores(index, query, candidates)
@@ -116,8 +143,10 @@ class Retriever:
             if row is None or c.chunk_id in seen:
                 continue  # a chunk FAISS/BM25 knew but SQL no longer has: never cited
             seen.add(c.chunk_id)
-            hits.append(_hit(row, collection, c.score, c.dense, c.lexical))
-            for cid, dense in routed.get(row.document_id, []) if row.kind == "summary" else []:
+            best, whole = routed.get(row.document_id, ([], False)) if row.kind == "summary" else ([], False)
+            if not whole:  # a summary of a document its routed chunks show whole would only repeat them
+                hits.append(_hit(row, collection, c.score, c.dense, c.lexical))
+            for cid, dense in best:
                 if cid not in seen:
                     seen.add(cid)
                     extra = self.store.chunk_rows([cid]).get(cid)
@@ -125,16 +154,17 @@ class Retriever:
                         hits.append(_hit(extra, collection, c.score * 0.999, dense, None))
         return hits[:top_k]
 
-    def _route(self, index, query: np.ndarray, doc_ids: list[int]) -> dict[int, list[tuple[int, float]]]:
-        """For each document whose summary matched: its best chunks by dense score."""
-        out: dict[int, list[tuple[int, float]]] = {}
+    def _route(self, index, query: np.ndarray, doc_ids: list[int]) -> dict[int, tuple[list[tuple[int, float]], bool]]:
+        """For each document whose summary matched: its best chunks by dense score, and whether they are all of
+        its chunks."""
+        out: dict[int, tuple[list[tuple[int, float]], bool]] = {}
         for doc_id, chunk_ids in self.store.chunk_ids_of_documents(doc_ids).items():
             present, vecs = index.vectors(chunk_ids)
             if not present:
                 continue
             scores = vecs @ query
             order = np.argsort(-scores)[: self.settings.summary_route_chunks]
-            out[doc_id] = [(present[i], float(scores[i])) for i in order]
+            out[doc_id] = ([(present[i], float(scores[i])) for i in order], len(present) <= len(order))
         return out
 
 

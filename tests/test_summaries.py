@@ -117,6 +117,16 @@ def _assert_index_follows_sql(rag_: RAG) -> None:
     assert set(rag_.store.index(coll).ids().tolist()) == sql_ids
 
 
+def _assert_summaries_found(engine: RAG, infos: dict) -> None:
+    """A one-chunk document is reached through its chunk (its summary would repeat it); the long one's summary is a
+    hit of its own."""
+    hits = engine.retrieve("What is the document about volcanoes about?", top_k=5)
+    assert Path(hits[0].document).name == "volcanoes.md"
+    essay = infos["essay.txt"]
+    hits = engine.retrieve(engine.summary(essay.id), top_k=5)
+    assert any(h.kind == "summary" and h.document_id == essay.id for h in hits)
+
+
 def test_summaries_lifecycle(make_rag: Callable[..., RAG], data_dir: Path, llm: RecordingLLM, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     write_files(docs, {**SHORT_DOCS, "essay.txt": _long_text()})
@@ -143,8 +153,7 @@ def test_summaries_lifecycle(make_rag: Callable[..., RAG], data_dir: Path, llm: 
     chunks = _summary_chunks(engine)
     assert {chunks[d.id][1] for d in infos.values()} == {d.summary for d in infos.values()}
     _assert_index_follows_sql(engine)
-    hits = engine.retrieve("What is the document about volcanoes about?", top_k=5)
-    assert any(h.kind == "summary" and Path(h.document).name == "volcanoes.md" for h in hits)
+    _assert_summaries_found(engine, infos)
 
     # Unchanged documents: nothing is summarised again.
     calls = len(llm.requests)
@@ -171,8 +180,7 @@ def test_summaries_lifecycle(make_rag: Callable[..., RAG], data_dir: Path, llm: 
         d.id: (d.summary_state, d.summary) for d in engine.documents()
     }
     assert restarted.summary(chess_id) == after[chess_id][1]
-    hits = restarted.retrieve("What is the document about volcanoes about?", top_k=5)
-    assert any(h.kind == "summary" and Path(h.document).name == "volcanoes.md" for h in hits)
+    _assert_summaries_found(restarted, infos)
     assert restarted.ingest(docs, summarize=True).summaries_pending == 0
     assert len(llm.requests) == calls + 1
 

@@ -266,4 +266,46 @@ def test_extractive_summaries_name_what_sets_each_document_apart(
         body = summaries[name].split(":", 1)[1]
         assert all(sentence.strip() in COMPANIES[f"{name}.txt"] for sentence in body.split(". ") if sentence.strip())
     hits = engine.retrieve("Which company makes the Sunflake cereal?", top_k=3)
-    assert any(h.kind == "summary" and "globex" in h.document for h in hits)
+    assert "globex" in hits[0].document
+    # One chunk each: a summary hit would only repeat the chunk it routes to, so the hits are three documents.
+    assert [h.kind for h in hits] == ["chunk"] * 3 and len({h.document for h in hits}) == 3
+
+
+def _report(name: str, product: str, n: int = 12) -> str:
+    """A long report (several chunks at chunk_size 48) that names its company and product in every paragraph."""
+    return "\n\n".join(
+        f"In month {i} {name} sold {100 + i} crates of {product} and hired {i} people at its plant number {i}. "
+        f"Freight costs for {product} moved by {i} percent while {name} kept prices steady."
+        for i in range(1, n)
+    )
+
+
+def test_summaries_are_ranked_among_themselves_and_follow_the_change_log(
+    make_rag: Callable[..., RAG], tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    write_files(docs, {"acme.txt": _report("Acme", "anvils"), "globex.txt": _report("Globex", "cereal"),
+                       "note.txt": "A short note about Initech staplers."})
+    engine = make_rag(tmp_path / "data", summarize=True, summary_method="extractive", chunk_size=48, chunk_overlap=0)
+    engine.ingest(docs)
+    assert engine.wait_for_summaries(timeout=120) == {"extractive": 3}
+    coll = engine.store.collection("default")
+    summaries = {d.id: d for d in engine.documents()}
+    ranked = engine.store.summaries(coll)
+    by_doc = {engine.store.chunk_rows([int(i)])[int(i)].document_id for i in ranked.ids()}
+    # The one-chunk note's summary is not ranked: its chunk is its route already.
+    assert {Path(summaries[d].path).name for d in by_doc} == {"acme.txt", "globex.txt"}
+
+    hits = engine.retrieve("How much cereal did Globex sell?", top_k=4)
+    assert all("globex" in h.document for h in hits[:3]), [(h.document, h.kind) for h in hits]
+    assert any(h.kind == "summary" for h in hits)
+
+    # A deleted document's summary leaves the ranking at the next query; a new document's arrives with its summary.
+    engine.delete(str(docs / "acme.txt"))
+    assert len(engine.store.summaries(engine.store.collection("default"))) == 1
+    (docs / "acme.txt").unlink()
+    write_files(docs, {"hooli.txt": _report("Hooli", "phones")})
+    engine.ingest(docs)
+    engine.wait_for_summaries(timeout=120)
+    ranked = engine.store.summaries(engine.store.collection("default"))
+    assert len(ranked) == 2 and ranked.applied == engine.store.generation(coll.id)

