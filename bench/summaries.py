@@ -65,6 +65,18 @@ Dec 2026 (same machine, two other jobs running; all 20 filings now parse, so the
 - ``yield --rounds 15``: first token 5.04 s idle vs 5.40 s during a summary (+0.36 s, 1.9 decode steps of
   0.191 s), whole answer 10.91 vs 11.56 s (+0.65 s); the paired first-token differences range -1.14..+1.76 s (5 of
   15 negative; mean +0.29 s, s.e. ~0.2 s), so the 5-round +0.69 s was mostly noise.
+
+3 Dec 2026 (later), a 2-core Intel Xeon (AVX-512), quiet; ``recall --method extractive`` (same 20 filings; this
+ingest's baseline is all @4 0.732):
+- summaries competing with the chunks for the candidate lists only (as before): all @4 0.763 (+0.031), @5 0.822;
+  multi-doc @4 0.673 (+0.000); 421 docs/min.
+- summaries also ranked among themselves (``RAG_RANK_SUMMARIES``, rag/store/summary_vectors.py): all @4 **0.885**
+  (+0.153), @5 0.928; multi-doc @4 **0.838** (+0.165), @5 0.892; single-doc multi-chunk @4 0.907, single-chunk
+  0.908. Without the floor / gap that keeps far-off summaries out of their rankings: all @4 0.854; with a gap of
+  0.2 / 0.3 instead of 0.25: 0.887 / 0.878; with their rankings at weight 0.5: 0.823 (no floor).
+- SQuAD paragraphs (one chunk each, extractive summaries, the 500 answerable questions): document hit@5 0.958 ->
+  0.976 once a summary that only repeats its one-chunk document is no longer shown; ranking those summaries too
+  gave 0.942, so summaries of documents no larger than their route are left out of the ranking (hit@5 0.976).
 """
 
 from __future__ import annotations
