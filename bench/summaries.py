@@ -92,6 +92,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from _common import DATA, doc_ranking, read_jsonl  # first: sets the offline env, puts the repo on sys.path
 
 from ingest.summaries import Summarizer
@@ -315,6 +316,13 @@ def yield_to_queries(args: argparse.Namespace) -> dict[str, Any]:
     document = [{"role": "user", "content": f"Summarize this document.\n\n{llm.truncate(essay, 2000)}"}]
     stop = threading.Event()
 
+    def cpu_load() -> None:
+        # --load cpu: no model call in the background, only the cores kept busy until the answer starts (the stop
+        # is set just before it): what an answer loses to a machine that was busy, whatever ran there.
+        a = np.random.default_rng(0).standard_normal((512, 512), dtype=np.float32)
+        while not stop.is_set():
+            a = np.tanh(a @ a)
+
     def summaries() -> None:
         # --plain-lock: the summary call is an ordinary call, as before the gate: the answer queues behind it.
         with nullcontext() if args.plain_lock else llm.background(stop.is_set):
@@ -326,6 +334,7 @@ def yield_to_queries(args: argparse.Namespace) -> dict[str, Any]:
 
     _answer_timed(llm, question, args.answer_tokens)  # warm-up
     rows: dict[str, list[float]] = {k: [] for k in ("idle_ttft", "idle_total", "busy_ttft", "busy_total", "step")}
+    places: dict[str, int] = {}
     rng = random.Random(0)
     for n in range(args.rounds):
         first, total, tokens = _answer_timed(llm, question, args.answer_tokens)
@@ -333,10 +342,16 @@ def yield_to_queries(args: argparse.Namespace) -> dict[str, Any]:
         rows["idle_total"].append(total)
         rows["step"].append((total - first) / max(tokens - 1, 1))
         stop.clear()
-        worker = threading.Thread(target=summaries)
+        worker = threading.Thread(target=cpu_load if args.load == "cpu" else summaries)
         worker.start()
         time.sleep(rng.uniform(0, 3))
+        if args.load == "cpu":
+            stop.set()
+        sampler = WhereItRuns(worker) if args.load == "llm" else None
         first, total, _ = _answer_timed(llm, question, args.answer_tokens)
+        if sampler is not None:
+            for place, count in sampler.stop().items():
+                places[place] = places.get(place, 0) + count
         rows["busy_ttft"].append(first)
         rows["busy_total"].append(total)
         stop.set()
@@ -346,6 +361,7 @@ def yield_to_queries(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "model": llm.name,
         "plain_lock": args.plain_lock,
+        "load": args.load,
         "rounds": args.rounds,
         "answer_tokens": args.answer_tokens,
         "median_s": {k: round(v, 3) for k, v in med.items()},
@@ -353,7 +369,40 @@ def yield_to_queries(args: argparse.Namespace) -> dict[str, Any]:
         "added_wait_total_s": round(med["busy_total"] - med["idle_total"], 3),
         "added_wait_in_decode_steps": round((med["busy_total"] - med["idle_total"]) / med["step"], 2),
         "per_round": {k: [round(x, 3) for x in v] for k, v in rows.items()},
+        # where the background thread was, sampled every 5 ms while the answers ran (function, file:line)
+        "background_thread_during_answers": dict(sorted(places.items(), key=lambda kv: -kv[1])[:12]),
     }
+
+
+class WhereItRuns:
+    """Samples, every 5 ms until :meth:`stop`, the innermost frame of our code (``rag/``, ``ingest/``) that
+    ``thread`` is in: whether a background call was parked at the gate while an answer ran, or still working."""
+
+    def __init__(self, thread: Any) -> None:
+        import threading
+
+        self.ident = thread.ident
+        self.counts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._run, daemon=True)
+        self._sampler.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            frame = sys._current_frames().get(self.ident)
+            place = "finished"
+            while frame is not None:
+                name = frame.f_code.co_filename
+                if "/rag/" in name or "/ingest/" in name:
+                    place = f"{frame.f_code.co_name} ({Path(name).name}:{frame.f_lineno})"
+                    break
+                frame = frame.f_back
+            self.counts[place] = self.counts.get(place, 0) + 1
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        self._sampler.join()
+        return self.counts
 
 
 def main() -> None:
@@ -367,6 +416,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="yield / searchable: rounds")
     parser.add_argument("--answer-tokens", type=int, default=32, help="yield: tokens of each timed answer")
     parser.add_argument("--plain-lock", action="store_true", help="yield: summaries as ordinary calls (no gate)")
+    parser.add_argument("--load", choices=["llm", "cpu"], default="llm", help="yield: what runs in the background "
+                        "(cpu: matrix products that stop as the answer starts, a control for the machine's own cost)")
     parser.add_argument("--concurrency", type=int, default=None, help="throughput / recall: summaries in flight "
                         "(default: the service's plan, RAG_LLM_BACKGROUND_BATCH)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
