@@ -77,6 +77,18 @@ ingest's baseline is all @4 0.732):
 - SQuAD paragraphs (one chunk each, extractive summaries, the 500 answerable questions): document hit@5 0.958 ->
   0.976 once a summary that only repeats its one-chunk document is no longer shown; ranking those summaries too
   gave 0.942, so summaries of documents no larger than their route are left out of the ranking (hit@5 0.976).
+- ``recall --model bundled:qwen2.5-coder-0.5b --max-input-tokens 2048`` (ranked): all @4 **0.909** (+0.177), @5
+  0.933; multi-doc @4 **0.896** (+0.223); 16/20 name their company; 2.55 docs/min (20 in 471 s, batch 4).
+- ``yield --rounds 15``: first token 2.55 s idle vs 2.71 s during a summary (+0.155 s, 1.7 decode steps of
+  0.093 s), whole answer 5.39 vs 6.31 s (+0.92 s, 9.9 steps): the loss is in the answer's decoding, every step.
+  ``--load cpu`` (control: busy cores that stop as the answer starts): +0.07 s whole answer, so it is not the
+  machine having been busy. Traced (``--rounds 6``): the background thread sat parked at the gate in 7,402 of
+  7,437 samples (the other 35: the prefill layer in flight), so it is not computing either. Per-token timing: decode
+  steps 0.089 s idle vs ~0.12 s with a parked background call; with ``OMP_WAIT_POLICY=PASSIVE`` ~0.117 s in both
+  cases. Attribution: libgomp shortens its spin-wait ("throttled") once it manages more threads than CPUs, and the
+  parked thread's OpenMP team counts, so the answer's threads sleep and wake between the ops of every step. Not
+  fixed: a fix must leave one OpenMP team (one model thread for answers and summaries, or a background thread with
+  no team of its own).
 """
 
 from __future__ import annotations
