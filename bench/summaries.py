@@ -85,10 +85,10 @@ ingest's baseline is all @4 0.732):
   machine having been busy. Traced (``--rounds 6``): the background thread sat parked at the gate in 7,402 of
   7,437 samples (the other 35: the prefill layer in flight), so it is not computing either. Per-token timing: decode
   steps 0.089 s idle vs ~0.12 s with a parked background call; with ``OMP_WAIT_POLICY=PASSIVE`` ~0.117 s in both
-  cases. Attribution: libgomp shortens its spin-wait ("throttled") once it manages more threads than CPUs, and the
-  parked thread's OpenMP team counts, so the answer's threads sleep and wake between the ops of every step. Not
-  fixed: a fix must leave one OpenMP team (one model thread for answers and summaries, or a background thread with
-  no team of its own).
+  cases. Likely cause (consistent with the above, not proven): libgomp shortens its spin-wait ("throttled") once it
+  manages more threads than CPUs, and the parked thread's OpenMP team counts, so the answer's threads sleep and
+  wake between the ops of every step. Not fixed: a fix must leave one OpenMP team (one model thread for answers
+  and summaries, or a background thread with no team of its own).
 """
 
 from __future__ import annotations
