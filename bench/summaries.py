@@ -85,10 +85,12 @@ ingest's baseline is all @4 0.732):
   machine having been busy. Traced (``--rounds 6``): the background thread sat parked at the gate in 7,402 of
   7,437 samples (the other 35: the prefill layer in flight), so it is not computing either. Per-token timing: decode
   steps 0.089 s idle vs ~0.12 s with a parked background call; with ``OMP_WAIT_POLICY=PASSIVE`` ~0.117 s in both
-  cases. Likely cause (consistent with the above, not proven): libgomp shortens its spin-wait ("throttled") once it
-  manages more threads than CPUs, and the parked thread's OpenMP team counts, so the answer's threads sleep and
-  wake between the ops of every step. Not fixed: a fix must leave one OpenMP team (one model thread for answers
-  and summaries, or a background thread with no team of its own).
+  cases. Cause: libgomp shortens its spin-wait ("throttled") once it manages more threads than CPUs, and the parked
+  thread's OpenMP team counts, so the answer's threads sleep and wake between the ops of every step. Confirmed by
+  giving the background thread a single OpenMP thread (``omp_set_num_threads(1)`` from torch's libgomp, in that
+  thread only; scratch script, 3 rounds): busy steps 0.091-0.107 s against 0.088-0.101 s idle, the whole decode
+  +0.04 to +0.25 s instead of +0.77 s. Its price: a background call (2,000-token prompt, 64 new tokens) took 25.2 s
+  instead of 14.1 s. Not adopted yet; the fix that costs neither is one model thread for answers and summaries.
 """
 
 from __future__ import annotations
