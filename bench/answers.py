@@ -120,6 +120,17 @@ def share(rows: list[dict], key: str) -> float:
     return round(sum(bool(r[key]) for r in rows) / max(1, len(rows)), 3)
 
 
+def by_correctness(rows: list[dict]) -> dict:
+    """Gold cited among answers that contain a reference answer and among those that do not: a wrong answer usually
+    comes from a wrong paragraph, and citing that one is faithful, so the split separates citation errors from
+    answer errors."""
+    return {
+        "correct_n": sum(r["contains"] for r in rows),
+        "gold_cited_when_correct": share([r for r in rows if r["contains"]], "gold_cited"),
+        "gold_cited_when_wrong": share([r for r in rows if not r["contains"]], "gold_cited"),
+    }
+
+
 def bench_squad(args: argparse.Namespace) -> dict:
     src = DATA / "squad2-dev-5"
     corpus = args.work / "squad-corpus"
@@ -191,11 +202,7 @@ def bench_squad(args: argparse.Namespace) -> dict:
             "gold_cited_before_verification": share(found, "gold_cited_before"),
             "gold_cited_strict": share(found, "gold_cited_strict"),
             "gold_cited_strict_before_verification": share(found, "gold_cited_strict_before"),
-            # a wrong answer usually comes from a wrong paragraph, and citing that one is faithful: the rate among
-            # answers that contain a reference answer separates citation errors from answer errors
-            "correct_n": sum(r["contains"] for r in found),
-            "gold_cited_when_correct": share([r for r in found if r["contains"]], "gold_cited"),
-            "gold_cited_when_wrong": share([r for r in found if not r["contains"]], "gold_cited"),
+            **by_correctness(found),
         },
         "groundedness_mean": round(statistics.mean(checked), 3) if checked else None,
         "groundedness_n": len(checked),
@@ -245,9 +252,7 @@ def bench_replay(args: argparse.Namespace) -> dict:
         "gold_cited": share(rows, "gold_cited"),
         "gold_cited_as_recorded": share(rows, "gold_cited_recorded"),
         "gold_cited_strict": share(rows, "gold_cited_strict"),
-        "correct_n": sum(r["contains"] for r in rows),
-        "gold_cited_when_correct": share([r for r in rows if r["contains"]], "gold_cited"),
-        "gold_cited_when_wrong": share([r for r in rows if not r["contains"]], "gold_cited"),
+        **by_correctness(rows),
     }
 
 

@@ -136,30 +136,33 @@ class Indexes:
                     with self.sessions() as s:
                         todo = changelog.pending(s, coll.id, summaries.applied, generation)
                     if todo.rebuild or summaries.applied < 0:
-                        summaries.replace(*self._fetch_summaries(Chunk.collection_id == coll.id, coll.embed_dim),
-                                          generation)
+                        summaries.replace(*self._fetch_summaries(coll.id, coll.embed_dim), generation)
                     else:
                         remove, add = changelog.net_effect(todo.entries)
-                        found = [self._fetch_summaries(Chunk.id.in_(part.tolist()), coll.embed_dim)
-                                 for part in np.array_split(add, max(1, -(-len(add) // _FETCH)))]
-                        ids = np.concatenate([f[0] for f in found]) if found else np.zeros(0, np.int64)
-                        vecs = np.vstack([f[1] for f in found]) if found else np.zeros((0, coll.embed_dim))
-                        summaries.apply(remove, ids, vecs, generation)
+                        summaries.apply(remove, *self._fetch_summaries(coll.id, coll.embed_dim, add), generation)
         return summaries
 
-    def _fetch_summaries(self, where, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of the summaries matching ``where`` whose document has more chunks than a summary hit
-        brings along (``summary_route_chunks``): of a smaller document, the chunks are the summary's route already,
-        and ranking its near-copy beside them only adds noise (SQuAD paragraphs: document hit@5 0.976 -> 0.942)."""
+    def _fetch_summaries(
+        self, collection_id: int, dim: int, ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the collection's summaries (among ``ids`` when given) whose document has more chunks
+        than a summary hit brings along (``summary_route_chunks``): of a smaller document, the chunks are the
+        summary's route already, and ranking its near-copy beside them only adds noise (SQuAD paragraphs: document
+        hit@5 0.976 -> 0.942)."""
         chunk = aliased(Chunk)
         size = select(func.count()).where(chunk.document_id == Chunk.document_id, chunk.kind == "chunk")
         q = select(Chunk.id, Chunk.embedding).where(
-            where, Chunk.kind == "summary", size.scalar_subquery() > self.settings.summary_route_chunks
+            Chunk.collection_id == collection_id, Chunk.kind == "summary",
+            size.scalar_subquery() > self.settings.summary_route_chunks,
         )
+        if ids is None:
+            parts = [q]
+        else:
+            parts = [q.where(Chunk.id.in_(ids[i : i + _FETCH].tolist())) for i in range(0, len(ids), _FETCH)]
         with self.sessions() as s:
-            rows = s.execute(q).all()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        return ids, (np.vstack([decode_vector(r[1], dim) for r in rows]) if rows else np.zeros((0, dim), np.float32))
+            rows = [row for part in parts for row in s.execute(part)]
+        found = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return found, (np.vstack([decode_vector(r[1], dim) for r in rows]) if rows else np.zeros((0, dim), np.float32))
 
     # --- lexical ----------------------------------------------------------------------------------------
     def lexical(self, coll: Collection, generation: int, *, wait: bool = False) -> LexicalIndex:
