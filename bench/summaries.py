@@ -316,8 +316,8 @@ def yield_to_queries(args: argparse.Namespace) -> dict[str, Any]:
 
     Each round times one streamed answer with the model idle, then the same answer while a summary call (a
     2,000-token document, 160 new tokens) runs in the background, started a random 0-3 s earlier so the answer lands
-    in its prefill or its decoding. The gate parks the background call at its next decoder layer, so the answer's
-    extra time is what that layer costs plus the CPU it shares until then."""
+    in its prefill or its decoding. The model thread runs the answer at the background call's next decoder layer, so
+    the answer's extra time is what that layer costs."""
     import random
     import threading
 
@@ -348,7 +348,6 @@ def yield_to_queries(args: argparse.Namespace) -> dict[str, Any]:
 
     _answer_timed(llm, question, args.answer_tokens)  # warm-up
     rows: dict[str, list[float]] = {k: [] for k in ("idle_ttft", "idle_total", "busy_ttft", "busy_total", "step")}
-    places: dict[str, int] = {}
     rng = random.Random(0)
     for n in range(args.rounds):
         first, total, tokens = _answer_timed(llm, question, args.answer_tokens)
@@ -361,11 +360,7 @@ def yield_to_queries(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(rng.uniform(0, 3))
         if args.load == "cpu":
             stop.set()
-        sampler = WhereItRuns(worker) if args.load == "llm" else None
         first, total, _ = _answer_timed(llm, question, args.answer_tokens)
-        if sampler is not None:
-            for place, count in sampler.stop().items():
-                places[place] = places.get(place, 0) + count
         rows["busy_ttft"].append(first)
         rows["busy_total"].append(total)
         stop.set()
@@ -383,40 +378,7 @@ def yield_to_queries(args: argparse.Namespace) -> dict[str, Any]:
         "added_wait_total_s": round(med["busy_total"] - med["idle_total"], 3),
         "added_wait_in_decode_steps": round((med["busy_total"] - med["idle_total"]) / med["step"], 2),
         "per_round": {k: [round(x, 3) for x in v] for k, v in rows.items()},
-        # where the background thread was, sampled every 5 ms while the answers ran (function, file:line)
-        "background_thread_during_answers": dict(sorted(places.items(), key=lambda kv: -kv[1])[:12]),
     }
-
-
-class WhereItRuns:
-    """Samples, every 5 ms until :meth:`stop`, the innermost frame of our code (``rag/``, ``ingest/``) that
-    ``thread`` is in: whether a background call was parked at the gate while an answer ran, or still working."""
-
-    def __init__(self, thread: Any) -> None:
-        import threading
-
-        self.ident = thread.ident
-        self.counts: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._sampler = threading.Thread(target=self._run, daemon=True)
-        self._sampler.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            frame = sys._current_frames().get(self.ident)
-            place = "finished"
-            while frame is not None:
-                name = frame.f_code.co_filename
-                if "/rag/" in name or "/ingest/" in name:
-                    place = f"{frame.f_code.co_name} ({Path(name).name}:{frame.f_lineno})"
-                    break
-                frame = frame.f_back
-            self.counts[place] = self.counts.get(place, 0) + 1
-
-    def stop(self) -> dict[str, int]:
-        self._stop.set()
-        self._sampler.join()
-        return self.counts
 
 
 def main() -> None:

@@ -67,8 +67,8 @@ def test_background_calls_from_threads_share_one_batch(small_llm: LocalLLM) -> N
 
 
 def test_a_long_prompt_is_prefilled_in_chunks(small_llm: LocalLLM) -> None:
-    """The gate parks background work at decoder-layer entries, so the longest layer call bounds an answer's wait:
-    a chunked prefill calls each layer once per chunk instead of once for the whole prompt."""
+    """An answer waiting behind background work runs at the next decoder-layer entry, so the longest layer call
+    bounds its wait: a chunked prefill calls each layer once per chunk instead of once for the whole prompt."""
     messages = _messages(8)
     ids = small_llm.tokens.encode_messages(messages)
     first = next(m for m in small_llm.model.modules() if type(m).__name__.endswith("DecoderLayer"))

@@ -128,13 +128,13 @@ def test_a_pass_killed_midway_resumes_in_the_next_process(make_rag: Callable[...
 
 @pytest.fixture
 def layer_calls(small_llm: LocalLLM) -> Iterator[dict[str, Any]]:
-    """Counts the first decoder layer's calls made by the thread named in ``record['thread']``."""
-    record: dict[str, Any] = {"thread": None, "calls": 0}
+    """Counts the first decoder layer's calls, and records the threads that make them."""
+    record: dict[str, Any] = {"calls": 0, "threads": set()}
     first = next(m for m in small_llm.model.modules() if type(m).__name__.endswith("DecoderLayer"))
 
     def count(_module: Any, _args: Any) -> None:
-        if threading.current_thread() is record["thread"]:
-            record["calls"] += 1
+        record["calls"] += 1
+        record["threads"].add(threading.current_thread().name)
 
     handle = first.register_forward_pre_hook(count)
     yield record
@@ -156,20 +156,24 @@ def _background(llm: LocalLLM, messages: Sequence[dict[str, str]], result: dict[
 
 
 def test_an_answer_does_not_wait_behind_a_background_summary(small_llm: LocalLLM, layer_calls: dict[str, Any]) -> None:
+    before = layer_calls["calls"]
     alone = small_llm.generate(SHORT_ANSWER, max_new_tokens=8)
+    answer_calls = layer_calls["calls"] - before  # its prefill and one call per further token
     result: dict[str, Any] = {}
     thread = _background(small_llm, LONG_ANSWER, result)
-    layer_calls["thread"] = thread
     _wait(lambda: layer_calls["calls"] >= 20, 60, "the background generation to be decoding")
 
     before = layer_calls["calls"]
-    answer = small_llm.generate(SHORT_ANSWER, max_new_tokens=8)
-    paused_for = layer_calls["calls"] - before
+    streamed = small_llm.stream(SHORT_ANSWER, max_new_tokens=8)
+    text = "".join(streamed)
+    background_calls = layer_calls["calls"] - before - answer_calls
     assert thread.is_alive(), "the answer waited for the whole background generation"
-    assert paused_for <= 1, f"the background call kept running ({paused_for} layer calls) during the answer"
-    assert answer.text == alone.text  # the shared weights gave the same greedy answer as when idle
+    assert background_calls <= 1, f"the background call kept running ({background_calls} layer calls) during the answer"
+    assert text == alone.text  # the shared weights gave the same greedy answer as when idle
     thread.join(timeout=120)
     assert "error" not in result and result["generation"].completion_tokens > 20
+    # Answers, streamed or not, and the summary all ran on the weights' one thread (one OpenMP team: see gate.py).
+    assert layer_calls["threads"] == {"llm-model"}
 
 
 def test_cancel_stops_a_background_generation_at_its_next_layer(
@@ -178,12 +182,11 @@ def test_cancel_stops_a_background_generation_at_its_next_layer(
     stop = threading.Event()
     result: dict[str, Any] = {}
     thread = _background(small_llm, LONG_ANSWER, result, cancel=stop.is_set)
-    layer_calls["thread"] = thread
     _wait(lambda: layer_calls["calls"] >= 5, 60, "the background generation to start")
     stop.set()
     thread.join(timeout=10)
     assert not thread.is_alive() and isinstance(result.get("error"), Cancelled)
-    assert small_llm.generate(SHORT_ANSWER, max_new_tokens=4).completion_tokens > 0  # the gate is free again
+    assert small_llm.generate(SHORT_ANSWER, max_new_tokens=4).completion_tokens > 0  # the model is free again
 
 
 class _InFlight:

@@ -8,8 +8,8 @@ Why this shape (the local model's background work, i.e. summaries):
 - **Prefill alone, in chunks.** Prefill is compute-bound, so batching it gains nothing, and left-padding it would
   compute the padding. Each prompt is therefore prefilled on its own, :data:`PREFILL_CHUNK` tokens at a time, and the
   caches are then left-padded into one. The chunks also bound the work of one decoder layer call, which is where
-  :class:`~rag.models.gate.ModelGate` parks background work when an answer arrives: a 2,000-token prompt prefilled
-  in one go made an answer wait ~0.3 s for the layer in flight; a 256-token chunk takes a few tens of ms.
+  :class:`~rag.models.gate.ModelGate` runs an answer that arrived during background work: a 2,000-token prompt
+  prefilled in one go made an answer wait ~0.3 s for the layer in flight; a 256-token chunk takes a few tens of ms.
 - The padded positions are masked and position ids follow the attention mask, so each row generates what it would
   alone (``tests/test_batched_decode.py`` compares them token for token).
 """

@@ -1,4 +1,4 @@
-"""The local backend: a transformers causal LM in this process (CPU or CUDA), streaming through a thread.
+"""The local backend: a transformers causal LM in this process (CPU or CUDA), run by its weights' own thread.
 
 Weights come from :mod:`rag.models.weights` (loaded once per process), the device from :mod:`rag.models.device`,
 token counts from the model's own tokenizer (:class:`~rag.models.tokens.HFTokenCounter`).
@@ -28,11 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class LocalLLM(LLM):
-    """A transformers causal LM in this process; one generation at a time, streaming via a thread.
+    """A transformers causal LM in this process; one generation at a time, on the weights' own thread.
 
     Weights are shared between instances of the same model and device (e.g. with different window overrides), and
-    so is their :class:`~rag.models.gate.ModelGate`: answers run one at a time, and background calls (summaries)
-    pause whenever an answer is waiting.
+    so is their :class:`~rag.models.gate.ModelGate`, the one thread that runs them: answers run one at a time, and
+    background calls (summaries) let every waiting answer run at their next decoder layer.
     """
 
     def __init__(self, settings: Settings, *, model: str | None = None, device: str | None = None) -> None:
@@ -134,15 +134,23 @@ class LocalLLM(LLM):
             self.check_fits(len(ids), max_new_tokens)
             return self._generation(self._background_batches((ids, max_new_tokens)), len(ids), max_new_tokens)
         kwargs, prompt_len = self._prepare(messages, max_new_tokens, temperature, top_p)
-        with self.gate.use(), self._torch.inference_mode():
-            output = self.model.generate(**kwargs)
+        output = self.gate.run(lambda: self._generate(kwargs))
         return self._generation(output[0][prompt_len:].tolist(), prompt_len, max_new_tokens)
+
+    def _generate(self, kwargs: dict[str, Any]) -> Any:
+        """``model.generate`` on the model thread (inference mode is per thread, so it is entered there)."""
+        with self._torch.inference_mode():
+            return self.model.generate(**kwargs)
 
     def _decode_batch(self, prompts: list[tuple[list[int], int]]) -> list[list[int]]:
         """One background batch (see :class:`~rag.models.micro_batch.MicroBatcher`): each prompt's new tokens."""
         longest = max(n for _, n in prompts)
-        with self.gate.use(), self._torch.inference_mode():
-            rows = generate_greedy(self.model, [ids for ids, _ in prompts], longest, self._eos, self._pad)
+
+        def decode() -> list[list[int]]:
+            with self._torch.inference_mode():
+                return generate_greedy(self.model, [ids for ids, _ in prompts], longest, self._eos, self._pad)
+
+        rows = self.gate.run(decode)
         return [row[:n] for row, (_, n) in zip(rows, prompts, strict=True)]
 
     def stream(
@@ -162,23 +170,17 @@ class LocalLLM(LLM):
                 return cancel.is_set()
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        result: dict[str, Any] = {}
 
-        def work() -> None:
+        def work() -> Any:
             try:
-                with self.gate.use(), self._torch.inference_mode():
-                    if cancel.is_set():
-                        return
-                    result["output"] = self.model.generate(
-                        **kwargs, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancel()])
-                    )
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
-                result["error"] = exc
+                if cancel.is_set():  # the consumer stopped before the model thread got to this call
+                    return None
+                return self._generate({**kwargs, "streamer": streamer,
+                                       "stopping_criteria": StoppingCriteriaList([_Cancel()])})
             finally:
                 streamer.text_queue.put(streamer.stop_signal)  # never leave the consumer waiting
 
-        thread = threading.Thread(target=work, name="llm-stream", daemon=True)
-        thread.start()
+        call = self.gate.submit(work)
         pieces: list[str] = []
         try:
             for piece in streamer:
@@ -187,9 +189,8 @@ class LocalLLM(LLM):
                     yield piece
         finally:
             cancel.set()  # consumer stopped early (close/GeneratorExit) or normal end: either way stop generating
-            thread.join()
-        if "error" in result:
-            raise result["error"]
-        if "output" not in result:
+            call.done.wait()
+        output = call.wait()
+        if output is None:
             return Generation("".join(pieces), prompt_len, 0, "cancelled")
-        return self._generation(result["output"][0][prompt_len:].tolist(), prompt_len, max_new_tokens)
+        return self._generation(output[0][prompt_len:].tolist(), prompt_len, max_new_tokens)

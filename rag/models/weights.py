@@ -1,7 +1,7 @@
 """The process-wide cache of local model weights: one load per (source, device, dtype), however many LLMs use it.
 
 A model is gigabytes and a minute to load; ``RAG`` objects with different window overrides (or one per API request)
-share the weights and the one gate (:class:`~rag.models.gate.ModelGate`) that decides which thread runs them.
+share the weights and the one gate (:class:`~rag.models.gate.ModelGate`), the thread that runs every call on them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from rag.models.gate import ModelGate
 
 @dataclass
 class LoadedWeights:
-    """Weights + tokenizer + the one gate that orders their use, shared by every LocalLLM of that model."""
+    """Weights + tokenizer + the one gate (thread) that runs them, shared by every LocalLLM of that model."""
 
     model: Any
     tokenizer: Any
