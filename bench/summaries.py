@@ -91,6 +91,15 @@ ingest's baseline is all @4 0.732):
   thread only; scratch script, 3 rounds): busy steps 0.091-0.107 s against 0.088-0.101 s idle, the whole decode
   +0.04 to +0.25 s instead of +0.77 s. Its price: a background call (2,000-token prompt, 64 new tokens) took 25.2 s
   instead of 14.1 s. Not adopted yet; the fix that costs neither is one model thread for answers and summaries.
+
+3 Dec 2026 (night), a 2-core AMD EPYC (AVX2; decode ~0.17 s/token), quiet; one model thread runs every call on the
+weights (rag/models/gate.py), so a parked summary leaves no OpenMP team of its own:
+- ``yield --rounds 15``, before (HEAD 6b7e20e): first token 4.00 s idle vs 4.64 s during a summary (+0.64 s, 3.8
+  decode steps of 0.168 s), whole answer 9.24 vs 9.90 s (+0.66 s).
+- after (d524bfb): first token 4.56 vs 4.67 s (**+0.11 s, 0.64 of a decode step of 0.178 s**), whole answer 10.31
+  vs 10.15 s (-0.16 s: no loss in decoding). The idle figures of the two runs differ by ~10%; three alternating
+  processes of 5 idle answers each (old / new code, same machine) gave medians 9.44 / 10.35, 10.53 / 10.62,
+  11.32 / 9.46 s: the drift is the machine's, not the thread's.
 """
 
 from __future__ import annotations
