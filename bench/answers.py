@@ -164,6 +164,7 @@ def bench_squad(args: argparse.Namespace) -> dict:
                 "gold_cited_strict": bool(cited_documents(answer.text, probe.shown, answer.hits, False) & gold),
                 "gold_cited_strict_before": bool(cited_documents(before, probe.shown, answer.hits, False) & gold),
                 "gold_retrieved": any(Path(h.document).stem in q["gold_ids"] for h in answer.hits),
+                "gold_first": bool(answer.hits) and Path(answer.hits[0].document).stem in gold,  # read as [1]
                 "groundedness": answer.groundedness,
                 "verify_seconds": round(probe.seconds, 4),
                 "answer_before": before,
@@ -198,6 +199,7 @@ def bench_squad(args: argparse.Namespace) -> dict:
         },
         "gold_retrieved_answered": {
             "n": len(found),
+            "gold_first": share(found, "gold_first"),
             "gold_cited": share(found, "gold_cited"),
             "gold_cited_before_verification": share(found, "gold_cited_before"),
             "gold_cited_strict": share(found, "gold_cited_strict"),

@@ -349,8 +349,9 @@ class RAG:
         *,
         streaming: bool,
     ) -> Generator[str, None, Answer]:
-        """Rewrite (when needed) → retrieve (unless ``retrieved``) → abstain or synthesize with history → verify."""
-        from rag.synthesis import Chat, rewrite, stream_answer, synthesize
+        """Rewrite (when needed) → retrieve (unless ``retrieved``) → abstain, or order the passages and synthesize
+        with history → verify."""
+        from rag.synthesis import Chat, order_for_answer, rewrite, stream_answer, synthesize
 
         chat = messages if isinstance(messages, Chat) else self.conversation(messages)
         if retrieved is not None and chat.needs_rewrite:
@@ -364,6 +365,8 @@ class RAG:
             if streaming:
                 yield answer.text
         else:
+            hits = order_for_answer(chat.standalone, hits, self.embedder, self.settings.passage_order_weight,
+                                    self.settings.rrf_k)
             options: dict[str, Any] = {
                 "apply_abstention": False, "history": chat.history,
                 "embedder": self.embedder if self.settings.verify_citations else None,

@@ -205,6 +205,11 @@ class Settings(BaseSettings):
         default=True, description="After generation, check each answer sentence against the passages it cites "
         "(embedder cosine + word overlap): re-point or drop citations that do not hold, find the supporting spans.",
     )
+    passage_order_weight: float = Field(
+        default=1.0, ge=0.0, description="Before an answer, the passages are also ranked by their best sentence's "
+        "support for the question and that ranking is fused with retrieval's at this weight (0: retrieval's order). "
+        "Small models answer from passage [1] (rag/synthesis/passage_order.py).",
+    )
     citation_min_support: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Support score (0..1) a passage needs for a sentence to keep citing "
         "it; below it the citation moves to the passage that scores best, or goes (rag/synthesis/verify.py).",

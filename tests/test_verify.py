@@ -1,5 +1,6 @@
 """Citation verification with the real bundled embedder (MiniLM): citations re-pointed, dropped or added, spans whose
-offsets select the supporting words in the passage and in the stored document, and pages of a PDF."""
+offsets select the supporting words in the passage and in the stored document, and pages of a PDF; and the order
+the passages are read in, by the same sentence scores."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ingest.readers import read_document
 from rag.models.embedder import Embedder, load_embedder
 from rag.settings import Settings
 from rag.synthesis import parse_citations, verify_citations
+from rag.synthesis.passage_order import best_sentence_scores, order_for_answer
 from rag.types import Hit
 from tests.conftest import make_hits, write_files
 
@@ -101,3 +103,13 @@ def test_a_supported_citation_moves_only_to_a_clearly_better_passage(embedder: E
     kept = verify_citations(text, hits, {1, 2}, embedder, MIN_SUPPORT, margin=1.0)
     assert moved.sentences[0].citations == [2]
     assert kept.sentences[0].citations == [1], "the model's choice stands when no passage beats it by the margin"
+
+
+def test_the_passage_whose_sentence_answers_is_read_first(embedder: Embedder) -> None:
+    hits = make_hits()  # [2] says what the Normans were famed for; [1] is about them too, [3] is not
+    question = "What were the Normans famed for?"
+    ordered = order_for_answer(question, hits, embedder, weight=1.0, rrf_k=60)
+    assert [h.chunk_id for h in ordered] == [hits[1].chunk_id, hits[0].chunk_id, hits[2].chunk_id]
+    assert order_for_answer(question, hits, embedder, weight=0.0, rrf_k=60) == hits  # 0: retrieval's order
+    scores = best_sentence_scores(question, hits, embedder)
+    assert scores[1] > scores[0] > scores[2]
