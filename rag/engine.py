@@ -365,8 +365,8 @@ class RAG:
             if streaming:
                 yield answer.text
         else:
-            hits = order_for_answer(chat.standalone, hits, self.embedder, self.settings.passage_order_weight,
-                                    self.settings.rrf_k)
+            if self.settings.order_passages:
+                hits = order_for_answer(chat.standalone, hits, self.embedder, self.settings.passage_order_dense_weight)
             options: dict[str, Any] = {
                 "apply_abstention": False, "history": chat.history,
                 "embedder": self.embedder if self.settings.verify_citations else None,

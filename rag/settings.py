@@ -205,10 +205,14 @@ class Settings(BaseSettings):
         default=True, description="After generation, check each answer sentence against the passages it cites "
         "(embedder cosine + word overlap): re-point or drop citations that do not hold, find the supporting spans.",
     )
-    passage_order_weight: float = Field(
-        default=1.0, ge=0.0, description="Before an answer, the passages are also ranked by their best sentence's "
-        "support for the question and that ranking is fused with retrieval's at this weight (0: retrieval's order). "
-        "Small models answer from passage [1] (rag/synthesis/passage_order.py).",
+    order_passages: bool = Field(
+        default=True, description="Before an answer, put the passages in the order the model should read them: by "
+        "their best sentence's support for the question (small models answer from passage [1]); off: retrieval's "
+        "order (rag/synthesis/passage_order.py).",
+    )
+    passage_order_dense_weight: float = Field(
+        default=0.5, ge=0.0, description="Weight of a passage's dense cosine with the question beside its best "
+        "sentence's score (0..1) in that order.",
     )
     citation_min_support: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Support score (0..1) a passage needs for a sentence to keep citing "
