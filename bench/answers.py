@@ -71,6 +71,8 @@ def normalize(text: str) -> str:
 
 def spread(items: list[T], n: int) -> list[T]:
     """``n`` items at an even stride, so a sample covers the whole file (its articles / companies)."""
+    if n <= 0:
+        return []
     if n >= len(items):
         return items
     step = len(items) / n
