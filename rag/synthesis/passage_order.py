@@ -26,28 +26,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rag.synthesis.verify import Embeds
-from rag.synthesis.words import content_words, sentence_bounds
+from rag.synthesis.verify import Embeds, best_per_passage, passage_sentences, support_scores
 from rag.types import Hit
 
 
 def best_sentence_scores(question: str, hits: Sequence[Hit], embedder: Embeds) -> np.ndarray:
     """Each hit's best sentence's score for ``question`` (0..1; 0 for a hit without a sentence)."""
-    sentences: list[str] = []
-    owners: list[int] = []
-    for i, hit in enumerate(hits):
-        for start, end in sentence_bounds(hit.text):
-            sentences.append(hit.text[start:end])
-            owners.append(i)
     best = np.zeros(len(hits))
-    asked = content_words(question)
-    if not sentences:
-        return best
-    vectors = embedder.embed([question, *sentences])
-    cosine = np.clip(vectors[1:] @ vectors[0], 0.0, 1.0)
-    for sentence, owner, cos in zip(sentences, owners, cosine.tolist()):
-        lexical = len(asked & content_words(sentence)) / len(asked) if asked else 0.0
-        best[owner] = max(best[owner], (cos + lexical) / 2)
+    candidates = passage_sentences(hits, range(1, len(hits) + 1))
+    if candidates:
+        scores = support_scores([""], question, candidates, embedder)[0]
+        for n, (score, _) in best_per_passage(scores, candidates).items():
+            best[n - 1] = score
     return best
 
 

@@ -57,7 +57,7 @@ class Verification:
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class Candidate:
     """One sentence of a shown passage: where it is in the passage, and its content words."""
 
     number: int  # the passage's [n]
@@ -77,14 +77,10 @@ def verify_citations(
     bounds = sentence_bounds(text)
     claims = [strip_citations(text[start:end]).strip() for start, end in bounds]
     checked = [i for i, claim in enumerate(claims) if content_words(claim)]
-    candidates = [
-        _Candidate(n, start, end, hits[n - 1].text[start:end], frozenset(content_words(hits[n - 1].text[start:end])))
-        for n in sorted(shown)
-        for start, end in sentence_bounds(hits[n - 1].text)
-    ]
+    candidates = passage_sentences(hits, shown)
     if not checked or not candidates:
         return Verification(text)
-    scores = _support([claims[i] for i in checked], question, candidates, embedder)
+    scores = support_scores([claims[i] for i in checked], question, candidates, embedder)
     passages = {n: hits[n - 1].document_id for n in shown if hits[n - 1].kind == "chunk"}
     summaries = {n: hits[n - 1].document_id for n in shown if hits[n - 1].kind != "chunk"}
     result = Verification(text="")
@@ -92,7 +88,7 @@ def verify_citations(
     cursor = written = 0
     for row, i in enumerate(checked):
         start, end = bounds[i]
-        best = _best_per_passage(scores[row], candidates)
+        best = best_per_passage(scores[row], candidates)
         cited = parse_citations(text[start:end])
         kept = _decide(cited, best, min_support, margin, passages, summaries)
         sentence = text[start:end] if kept == cited else recite(text[start:end], kept)
@@ -111,9 +107,18 @@ def verify_citations(
     return result
 
 
-def _support(claims: list[str], question: str, candidates: list[_Candidate], embedder: Embeds) -> np.ndarray:
+def passage_sentences(hits: Sequence[Hit], numbers: Collection[int]) -> list[Candidate]:
+    """The sentences of the passages ``numbers`` (``[n]`` is ``hits[n - 1]``), in that order."""
+    return [
+        Candidate(n, start, end, hits[n - 1].text[start:end], frozenset(content_words(hits[n - 1].text[start:end])))
+        for n in sorted(numbers)
+        for start, end in sentence_bounds(hits[n - 1].text)
+    ]
+
+
+def support_scores(claims: list[str], question: str, candidates: list[Candidate], embedder: Embeds) -> np.ndarray:
     """(claims × candidates) support scores: half cosine, half the share of the claim's words found in the span,
-    each claim read with the question."""
+    each claim read with the question (a claim of "" scores the sentences for the question alone)."""
     asked = f"{question.strip()} " if question.strip() else ""
     vectors = embedder.embed([asked + claim for claim in claims] + [c.text for c in candidates])
     cosine = np.clip(vectors[: len(claims)] @ vectors[len(claims):].T, 0.0, 1.0)
@@ -122,13 +127,13 @@ def _support(claims: list[str], question: str, candidates: list[_Candidate], emb
     for row, claim in enumerate(claims):
         words = content_words(claim) | question_words
         for col, candidate in enumerate(candidates):
-            lexical[row, col] = len(words & candidate.words) / len(words)
+            lexical[row, col] = len(words & candidate.words) / max(1, len(words))
     return (cosine + lexical) / 2
 
 
-def _best_per_passage(scores: np.ndarray, candidates: list[_Candidate]) -> dict[int, tuple[float, _Candidate]]:
+def best_per_passage(scores: np.ndarray, candidates: list[Candidate]) -> dict[int, tuple[float, Candidate]]:
     """For one claim: each passage's best-scoring sentence and its score."""
-    best: dict[int, tuple[float, _Candidate]] = {}
+    best: dict[int, tuple[float, Candidate]] = {}
     for score, candidate in zip(scores.tolist(), candidates):
         if candidate.number not in best or score > best[candidate.number][0]:
             best[candidate.number] = (score, candidate)
@@ -136,7 +141,7 @@ def _best_per_passage(scores: np.ndarray, candidates: list[_Candidate]) -> dict[
 
 
 def _decide(
-    cited: list[int], best: dict[int, tuple[float, _Candidate]], min_support: float, margin: float,
+    cited: list[int], best: dict[int, tuple[float, Candidate]], min_support: float, margin: float,
     passages: dict[int, int], summaries: dict[int, int],
 ) -> list[int]:
     """The citations a sentence keeps: those whose passage supports it (a cited summary gives way to a passage of
@@ -161,7 +166,7 @@ def _decide(
     return kept
 
 
-def _span(hit: Hit, candidate: _Candidate, score: float, sentence: int) -> Span:
+def _span(hit: Hit, candidate: Candidate, score: float, sentence: int) -> Span:
     """The supporting sentence as a span of the passage, placed in its document and on its page."""
     offset = hit.start_char
     return Span(
