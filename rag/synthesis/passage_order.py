@@ -1,5 +1,5 @@
-"""The order the model reads its passages in: retrieval's ranking fused with how well each passage's best sentence
-answers the question.
+"""The order the model reads its passages in: how well each passage's best sentence answers the question, with
+the passage's own similarity to it.
 
 Why: the small local models answer from the first passage far more often than from any other. On SQuAD 2.0
 (``bench/answers.py squad``, Dec 3) the answer was right in 40 of the 68 questions whose gold paragraph was passage
@@ -17,7 +17,7 @@ cosine (the default) / reciprocal rank fusion of retrieval's and the sentence ra
 SciFact 0.751 / 0.760 / 0.773, HotpotQA 0.830 / 0.830 / 0.811).
 
 This runs only for answers, not in :meth:`rag.RAG.retrieve`: it embeds every sentence of the passages (one batch,
-~60 ms on 2 cores for 5 passages), which retrieval's ~20 ms budget cannot carry and an answer of seconds can.
+60-90 ms on 2 cores for 5 passages), which retrieval's ~20 ms budget cannot carry and an answer of seconds can.
 """
 
 from __future__ import annotations
