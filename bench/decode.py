@@ -84,7 +84,7 @@ def build_prompt(tokenizer: Any, prompt_tokens: int) -> list[int]:
         context = "\n\n".join(f"[{i + 1}] {d['title']}\n{d['text']}" for i, d in enumerate(corpus[:n]))
         messages = [
             {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": COMPACT_TEMPLATE.format(context=context, question=question)},
+            {"role": "user", "content": COMPACT_TEMPLATE.format(context=context, question=question, evidence="")},
         ]
         out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)

@@ -349,8 +349,8 @@ class RAG:
         *,
         streaming: bool,
     ) -> Generator[str, None, Answer]:
-        """Rewrite (when needed) → retrieve (unless ``retrieved``) → abstain, or order the passages and synthesize
-        with history → verify."""
+        """Rewrite (when needed) → retrieve (unless ``retrieved``) → abstain, or order the passages, pick the key
+        sentences and synthesize with history → verify."""
         from rag.synthesis import Chat, order_for_answer, rewrite, stream_answer, synthesize
 
         chat = messages if isinstance(messages, Chat) else self.conversation(messages)
@@ -365,10 +365,13 @@ class RAG:
             if streaming:
                 yield answer.text
         else:
-            if self.settings.order_passages:
-                hits = order_for_answer(chat.standalone, hits, self.embedder, self.settings.passage_order_dense_weight)
+            reading = order_for_answer(
+                chat.standalone, hits, self.embedder, self.settings.passage_order_dense_weight,
+                reorder=self.settings.order_passages, key_sentences=self.settings.key_sentences,
+            )
+            hits = reading.hits
             options: dict[str, Any] = {
-                "apply_abstention": False, "history": chat.history,
+                "apply_abstention": False, "history": chat.history, "key_sentences": reading.key_sentences,
                 "embedder": self.embedder if self.settings.verify_citations else None,
             }
             if not streaming:

@@ -214,6 +214,11 @@ class Settings(BaseSettings):
         default=0.5, ge=0.0, description="Weight of a passage's dense cosine with the question beside its best "
         "sentence's score (0..1) in that order.",
     )
+    key_sentences: int = Field(
+        default=2, ge=0, le=10, description="How many of the passages' sentences that best answer the question are "
+        "quoted again right before it, with their source numbers (compact mode; 0: none). Small models then answer "
+        "from them instead of copying passages or saying the answer is not there (rag/synthesis/passage_order.py).",
+    )
     citation_min_support: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Support score (0..1) a passage needs for a sentence to keep citing "
         "it; below it the citation moves to the passage that scores best, or goes (rag/synthesis/verify.py).",

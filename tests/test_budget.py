@@ -92,7 +92,7 @@ def with_window(counter: HFTokenCounter, window: int) -> HFTokenCounter:
 
 def scaffold_tokens(counter: HFTokenCounter, question: str, template: str = COMPACT_TEMPLATE, **fields: str) -> int:
     return counter.count_messages(
-        build_messages(SYSTEM_PROMPT, template.format(context="", question=question, **fields))
+        build_messages(SYSTEM_PROMPT, template.format(context="", question=question, **{"evidence": "", **fields}))
     )
 
 
@@ -138,7 +138,7 @@ def test_compact_budget_never_exceeds_window(
     slack = int(fraction * sum(base.count_tokens(numbered(p, p.text)) + 2 for p in passages)) + jitter
     window = max(1, scaffold_tokens(base, question) + max_new + slack)
     counter = with_window(base, window)
-    kwargs = {"system": SYSTEM_PROMPT, "template": COMPACT_TEMPLATE, "fields": {"question": question}}
+    kwargs = {"system": SYSTEM_PROMPT, "template": COMPACT_TEMPLATE, "fields": {"question": question, "evidence": ""}}
     if slack < 0:
         with pytest.raises(BudgetError):
             budget_prompt(counter, passages=passages, max_new_tokens=max_new, **kwargs)
@@ -182,7 +182,7 @@ def test_batched_walk_covers_every_passage_once(
     """refine / tree_summarize: consecutive budgeted batches take every passage exactly once, each fitting."""
     base = bundled_tokenizers[spec]
     passages = [Passage(number=i + 1, text=t) for i, t in enumerate(texts)]
-    template, fields = COMPACT_TEMPLATE, {"question": question}
+    template, fields = COMPACT_TEMPLATE, {"question": question, "evidence": ""}
     if existing is not None:
         template, fields = REFINE_TEMPLATE, {"question": question, "existing_answer": existing}
     window = scaffold_tokens(base, question, template, **{k: v for k, v in fields.items() if k != "question"})
@@ -208,7 +208,7 @@ def test_plain_formatter_and_exact_fit(bundled_tokenizers: dict[str, HFTokenCoun
     kwargs = {
         "system": SYSTEM_PROMPT,
         "template": COMPACT_TEMPLATE,
-        "fields": {"question": "What?"},
+        "fields": {"question": "What?", "evidence": ""},
         "passages": passages,
     }
     full = budget_prompt(with_window(base, 10_000), max_new_tokens=50, formatter=plain, **kwargs)
@@ -223,7 +223,7 @@ def test_question_that_cannot_fit_raises(bundled_tokenizers: dict[str, HFTokenCo
     base = with_window(bundled_tokenizers["bundled:qwen2.5-coder-0.5b"], 256)
     with pytest.raises(BudgetError, match="question"):
         budget_prompt(
-            base, system=SYSTEM_PROMPT, template=COMPACT_TEMPLATE, fields={"question": "why " * 300},
+            base, system=SYSTEM_PROMPT, template=COMPACT_TEMPLATE, fields={"question": "why " * 300, "evidence": ""},
             passages=[Passage(1, "text")], max_new_tokens=16,
         )  # fmt: skip
 
@@ -250,7 +250,7 @@ def test_history_is_trimmed_oldest_first_and_never_past_the_window(
         history += [{"role": "user", "content": f"Question {turn} about the harbour and its {turn} cranes?"},
                     {"role": "assistant", "content": f"Answer {turn}: the harbour has {turn * 7} cranes [1]."}]
     question = "And how many of them are electric?"
-    kwargs = {"system": SYSTEM_PROMPT, "template": COMPACT_TEMPLATE, "fields": {"question": question},
+    kwargs = {"system": SYSTEM_PROMPT, "template": COMPACT_TEMPLATE, "fields": {"question": question, "evidence": ""},
               "passages": [Passage(number=1, text="The harbour has forty cranes, a third of them electric. " * 4)]}
     bare = budget_prompt(with_window(base, 100_000), max_new_tokens=32, **kwargs)
     full = budget_prompt(with_window(base, 100_000), max_new_tokens=32, history=history, **kwargs)

@@ -7,13 +7,14 @@ The backends themselves are tested in ``test_llm.py``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rag.budget import build_messages, numbered
+from rag.budget import BudgetedPrompt, build_messages, numbered
 from rag.models import load_llm
 from rag.models.local_llm import LocalLLM
 from rag.models.openai_llm import OpenAILLM
@@ -32,6 +33,8 @@ from rag.synthesis import (
     stream_answer,
     synthesize,
 )
+from rag.synthesis.passage_order import KeySentence
+from rag.synthesis.run import Run
 from rag.types import Answer, Hit
 from tests.conftest import QUESTION, SMALL_MAX_NEW, make_hits
 
@@ -43,7 +46,7 @@ def tight_llm(small_settings: Settings, small_llm: LocalLLM) -> LocalLLM:
     """The same weights with a window that holds the prompt and the first two passages but not the third, so
     compact must drop or cut one and refine / tree_summarize need several calls."""
     scaffold = small_llm.count_messages(
-        build_messages(SYSTEM_PROMPT, COMPACT_TEMPLATE.format(context="", question=QUESTION))
+        build_messages(SYSTEM_PROMPT, COMPACT_TEMPLATE.format(context="", question=QUESTION, evidence=""))
     )
     first_two = sum(small_llm.count_tokens(numbered(p, p.text)) + 2 for p in hits_to_passages(make_hits())[:2])
     window = scaffold + SMALL_MAX_NEW + first_two + 8
@@ -86,6 +89,38 @@ def test_synthesis_modes_answer_within_the_window(
         assert tight.usage.llm_calls == 1 and tight.usage.chunks_dropped + tight.usage.chunks_truncated >= 1
     else:  # the walk sees every passage, over several calls
         assert tight.usage.llm_calls >= 2 and tight.usage.chunks_used == 3
+
+
+def test_key_sentences_are_quoted_before_the_question_and_the_passages_give_way(
+    small_llm: LocalLLM, tight_llm: LocalLLM, small_settings: Settings
+) -> None:
+    first = KeySentence(number=1, text="Normandy is a region in France.", score=0.8)
+    second = KeySentence(number=2, text="The Normans were famed for their martial spirit.", score=0.7)
+    passages = hits_to_passages(make_hits())
+
+    def fit(quoted: Sequence[KeySentence], llm: LocalLLM = tight_llm, evidence: bool = True) -> BudgetedPrompt:
+        run = Run(llm=llm, settings=small_settings, max_new_tokens=SMALL_MAX_NEW, key_sentences=quoted)
+        return run.budget(QUESTION, passages, template=COMPACT_TEMPLATE, overflow="truncate", evidence=evidence)
+
+    plain, quoting = fit(()), fit([first])
+    asked = quoting.messages[-1]["content"]
+    assert asked.index("[1] normans.txt") < asked.index("[1] Normandy is a region") < asked.index("Question:")
+    assert "Normandy is a region" not in plain.messages[-1]["content"]
+    assert quoting.prompt_tokens + SMALL_MAX_NEW <= tight_llm.context_window
+    room = {name: sum(len(p.text) for p in b.passages) for name, b in (("plain", plain), ("quoting", quoting))}
+    assert room["quoting"] < room["plain"], "the quote is never cut; the last passage gives it room"
+    # The tight window has no room for passage [2] beside a quote: its sentence is not quoted (the model would
+    # cite a source nobody can see) and the prompt is the plain one, [2] shown again.
+    assert fit([second]).messages == plain.messages
+    assert [p.number for p in plain.passages] == [1, 2]
+    # A wide window quotes both; a request that does not ask for evidence (refine's walk) quotes none.
+    wide = fit([first, second], llm=small_llm).messages[-1]["content"]
+    assert "[1] Normandy is a region" in wide and "[2] The Normans were famed" in wide
+    assert "Normandy is a region" not in fit([first], llm=small_llm, evidence=False).messages[-1]["content"]
+    # Through synthesis: compact asks with the quote, a longer prompt in the same window.
+    answers = {quoted: synthesize(QUESTION, make_hits(), small_llm, small_settings, key_sentences=quoted)
+               for quoted in ((), (first,))}
+    assert answers[(first,)].usage.prompt_tokens > answers[()].usage.prompt_tokens
 
 
 def test_abstention_never_calls_the_model(small_settings: Settings) -> None:

@@ -108,7 +108,23 @@ def test_a_supported_citation_moves_only_to_a_clearly_better_passage(embedder: E
 def test_the_passage_whose_sentence_answers_is_read_first(embedder: Embedder) -> None:
     hits = make_hits()  # [2] says what the Normans were famed for; [1] is about them too, [3] is not
     question = "What were the Normans famed for?"
-    ordered = order_for_answer(question, hits, embedder, dense_weight=0.5)
+    ordered = order_for_answer(question, hits, embedder, dense_weight=0.5).hits
     assert [h.chunk_id for h in ordered] == [hits[1].chunk_id, hits[0].chunk_id, hits[2].chunk_id]
     scores = best_sentence_scores(question, hits, embedder)
     assert scores[1] > scores[0] > scores[2]
+
+
+def test_the_sentences_that_answer_are_quoted_with_their_number_in_reading_order(embedder: Embedder) -> None:
+    hits = make_hits()
+    question = "What were the Normans famed for?"
+    famed = "The Normans were famed for their martial spirit and eventually for their Christian piety, becoming " \
+        "exponents of the Catholic orthodoxy into which they assimilated."
+    reading = order_for_answer(question, hits, embedder, dense_weight=0.5, key_sentences=2)
+    first, second = reading.key_sentences
+    assert (first.number, first.text) == (1, famed), "the passage that says it is read first, as [1]"
+    assert first.score > second.score and second.number in (1, 2)
+    assert reading.hits[second.number - 1].document != "/corpus/amazon.txt"
+    kept = order_for_answer(question, hits, embedder, dense_weight=0.5, reorder=False, key_sentences=1)
+    assert [h.chunk_id for h in kept.hits] == [h.chunk_id for h in hits]
+    assert [(k.number, k.text) for k in kept.key_sentences] == [(2, famed)], "numbered as retrieval ranked it"
+    assert order_for_answer(question, hits, embedder, dense_weight=0.5, reorder=False).key_sentences == []

@@ -17,6 +17,7 @@ from rag.budget import Passage
 from rag.synthesis import compact, refine, tree_summarize
 from rag.synthesis.abstention import abstain, model_abstained, should_abstain
 from rag.synthesis.citations import clean_citations, parse_citations
+from rag.synthesis.passage_order import KeySentence
 from rag.synthesis.prompts import hits_to_passages
 from rag.synthesis.run import Run
 from rag.synthesis.verify import Embeds, Verification, verify_citations
@@ -75,6 +76,7 @@ def _answer(
     apply_abstention: bool,
     history: Sequence[Message],
     embedder: Embeds | None,
+    key_sentences: Sequence[KeySentence],
 ) -> Generator[str, None, Answer]:
     chosen = _mode(mode, settings)
     if not question.strip():
@@ -86,7 +88,8 @@ def _answer(
             yield abstention.text
         return abstention
 
-    run = Run(llm=llm, settings=settings, max_new_tokens=max_new_tokens or settings.max_new_tokens, history=history)
+    run = Run(llm=llm, settings=settings, max_new_tokens=max_new_tokens or settings.max_new_tokens, history=history,
+              key_sentences=key_sentences)
     raw = yield from STRATEGIES[chosen](run, question, hits_to_passages(hits), streaming)
     shown = set(run.shown)
     text = clean_citations(raw, shown).strip()
@@ -131,13 +134,16 @@ def synthesize(
     apply_abstention: bool = True,
     history: Sequence[Message] = (),
     embedder: Embeds | None = None,
+    key_sentences: Sequence[KeySentence] = (),
 ) -> Answer:
     """Answer ``question`` from ``hits`` (in rank order) with ``mode`` (default ``settings.synthesis_mode``).
 
     With ``apply_abstention`` (default) the abstention rule is applied first, so callers need not check it themselves.
-    ``history`` (earlier chat messages) fills the room the passages leave; with ``embedder`` the citations are verified.
+    ``history`` (earlier chat messages) fills the room the passages leave; with ``embedder`` the citations are verified;
+    ``key_sentences`` (numbered as ``hits``) are quoted before the question in ``compact`` mode.
     """
-    gen = _answer(question, hits, llm, settings, mode, False, max_new_tokens, apply_abstention, history, embedder)
+    gen = _answer(question, hits, llm, settings, mode, False, max_new_tokens, apply_abstention, history, embedder,
+                  key_sentences)
     while True:
         try:
             next(gen)
@@ -156,8 +162,9 @@ def stream_answer(
     apply_abstention: bool = True,
     history: Sequence[Message] = (),
     embedder: Embeds | None = None,
+    key_sentences: Sequence[KeySentence] = (),
 ) -> Iterator[str | Answer]:
     """Yield text pieces as the final call generates them, then the :class:`Answer` (sources + usage) last."""
     answer = yield from _answer(question, hits, llm, settings, mode, True, max_new_tokens, apply_abstention, history,
-                                embedder)
+                                embedder, key_sentences)
     yield answer

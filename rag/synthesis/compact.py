@@ -1,6 +1,7 @@
 """``compact``: one call; passages numbered ``[1]..[n]`` in rank order, as many as fit.
 
-The first passage that does not fit is truncated to the room left, the rest are dropped.
+The first passage that does not fit is truncated to the room left, the rest are dropped. The key sentences
+(:mod:`~rag.synthesis.passage_order`) are quoted before the question.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from rag.synthesis.run import Run
 
 def answer(run: Run, question: str, passages: list[Passage], streaming: bool) -> Generator[str, None, str]:
     """Yield the streamed pieces (when ``streaming``) and return the model's raw text."""
-    prompt = run.budget(question, passages, template=COMPACT_TEMPLATE, overflow="truncate")
+    prompt = run.budget(question, passages, template=COMPACT_TEMPLATE, overflow="truncate", evidence=True)
     if passages and not prompt.passages:
         raise BudgetError(
             f"the context window of {run.llm.context_window} tokens has no room for any source after the question "

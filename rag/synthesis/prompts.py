@@ -1,6 +1,7 @@
 """What the model reads: the system prompt, one template per kind of call, and how a hit is labelled.
 
-Every template has a ``{context}`` slot that :func:`rag.budget.budget_prompt` fills with as many passages as fit.
+Every template has a ``{context}`` slot that :func:`rag.budget.budget_prompt` fills with as many passages as fit;
+``compact``'s has an ``{evidence}`` slot too, for the key sentences (:func:`quote_key_sentences`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,12 @@ from collections.abc import Sequence
 from pathlib import PurePath
 
 from rag.budget import Passage
+from rag.synthesis.passage_order import KeySentence
 from rag.types import Hit
+
+# A key sentence is quoted whole up to this many characters: a "sentence" of a table or a list without full stops
+# can run for pages, and the quote is never truncated by the budget (it is part of the question's scaffolding).
+KEY_SENTENCE_MAX_CHARS = 400
 
 # Wording chosen on SQuAD questions with the bundled Qwen 0.5B: asking for "a short, direct answer, then the source
 # number" gave answers with citations; "cite after each statement" made it answer with the citation alone ("[1]").
@@ -22,6 +28,7 @@ SYSTEM_PROMPT = (
 
 COMPACT_TEMPLATE = (
     "Sources:\n\n{context}\n\n"
+    "{evidence}"
     "Question: {question}\n\n"
     "Give a short, direct answer to the question in one sentence, then the number of the source it comes from, "
     "like [1]."
@@ -52,3 +59,14 @@ def hit_label(hit: Hit) -> str:
 def hits_to_passages(hits: Sequence[Hit]) -> list[Passage]:
     """Hits in rank order as passages numbered from 1: the ``[n]`` the model cites is the hit's rank."""
     return [Passage(number=i + 1, text=h.text, label=hit_label(h)) for i, h in enumerate(hits)]
+
+
+def quote_key_sentences(key_sentences: Sequence[KeySentence]) -> str:
+    """The key sentences quoted with their passage numbers, for the ``{evidence}`` slot ("" when there are none)."""
+    if not key_sentences:
+        return ""
+    lines = []
+    for k in key_sentences:
+        text = k.text if len(k.text) <= KEY_SENTENCE_MAX_CHARS else k.text[:KEY_SENTENCE_MAX_CHARS].rstrip() + "…"
+        lines.append(f"[{k.number}] {text}")
+    return "The sentences of the sources most likely to answer it:\n" + "\n".join(lines) + "\n\n"

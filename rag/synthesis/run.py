@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Literal
 
 from rag.budget import BudgetedPrompt, Passage, budget_prompt
 from rag.synthesis.citations import CitationFilter
-from rag.synthesis.prompts import SYSTEM_PROMPT
+from rag.synthesis.passage_order import KeySentence
+from rag.synthesis.prompts import SYSTEM_PROMPT, quote_key_sentences
 
 if TYPE_CHECKING:
     from rag.models.llm import LLM, Generation, Message
@@ -25,12 +26,14 @@ Formatter = Callable[[Passage, str], str]
 @dataclass
 class Run:
     """Accounting across the calls of one answer: calls made, the largest prompt, tokens written, passages shown,
-    and the earlier chat messages (``history``) that every request had room for."""
+    and the earlier chat messages (``history``) that every request had room for; ``key_sentences`` are quoted in
+    the requests that ask for them (``budget(evidence=True)``)."""
 
     llm: LLM
     settings: Settings
     max_new_tokens: int
     history: Sequence[Message] = ()
+    key_sentences: Sequence[KeySentence] = ()
     history_dropped: int = 0  # the most earlier messages any request of this answer left out
     calls: int = 0
     max_prompt: int = 0
@@ -68,13 +71,39 @@ class Run:
         overflow: Literal["truncate", "stop"] = "stop",
         existing_answer: str | None = None,
         formatter: Formatter | None = None,
+        evidence: bool = False,
     ) -> BudgetedPrompt:
-        """One request of ``template`` holding ``passages[start:]`` as far as they fit this run's window."""
-        fields = {"question": question}
+        """One request of ``template`` holding ``passages[start:]`` as far as they fit this run's window; with
+        ``evidence``, the key sentences fill the template's ``{evidence}`` slot (else it is left empty).
+
+        A key sentence whose passage the window left out is not quoted: the model would cite a source the reader
+        cannot see. Dropping it frees room, so the request is fitted once more without it (at most twice in all);
+        the second fit shows every passage the first one did, so the remaining quotes stay valid."""
+        quoted = list(self.key_sentences) if evidence else []
+        prompt = self._fit(question, passages, template, start, overflow, existing_answer, formatter, quoted)
+        shown = {p.number for p in prompt.passages}
+        if any(k.number not in shown for k in quoted):
+            quoted = [k for k in quoted if k.number in shown]
+            prompt = self._fit(question, passages, template, start, overflow, existing_answer, formatter, quoted)
+        self.history_dropped = max(self.history_dropped, prompt.history_dropped)
+        return prompt
+
+    def _fit(
+        self,
+        question: str,
+        passages: Sequence[Passage],
+        template: str,
+        start: int,
+        overflow: Literal["truncate", "stop"],
+        existing_answer: str | None,
+        formatter: Formatter | None,
+        quoted: Sequence[KeySentence],
+    ) -> BudgetedPrompt:
+        fields = {"question": question, "evidence": quote_key_sentences(quoted)}
         if existing_answer is not None:
             fields["existing_answer"] = existing_answer
         kwargs = {"formatter": formatter} if formatter is not None else {}
-        prompt = budget_prompt(
+        return budget_prompt(
             self.llm,
             system=SYSTEM_PROMPT,
             template=template,
@@ -86,8 +115,6 @@ class Run:
             history=self.history,
             **kwargs,
         )
-        self.history_dropped = max(self.history_dropped, prompt.history_dropped)
-        return prompt
 
     def pack(
         self, question: str, passages: Sequence[Passage], *, template: str, formatter: Formatter | None = None
