@@ -69,4 +69,4 @@ def quote_key_sentences(key_sentences: Sequence[KeySentence]) -> str:
     for k in key_sentences:
         text = k.text if len(k.text) <= KEY_SENTENCE_MAX_CHARS else k.text[:KEY_SENTENCE_MAX_CHARS].rstrip() + "…"
         lines.append(f"[{k.number}] {text}")
-    return "The sentences of the sources most likely to answer it:\n" + "\n".join(lines) + "\n\n"
+    return "Key sentences:\n" + "\n".join(lines) + "\n\n"
