@@ -96,6 +96,7 @@ def test_key_sentences_are_quoted_before_the_question_and_the_passages_give_way(
 ) -> None:
     first = KeySentence(number=1, text="Normandy is a region in France.", score=0.8)
     second = KeySentence(number=2, text="The Normans were famed for their martial spirit.", score=0.7)
+    third = KeySentence(number=3, text="The Amazon rainforest covers most of the Amazon basin.", score=0.6)
     passages = hits_to_passages(make_hits())
 
     def fit(quoted: Sequence[KeySentence], llm: LocalLLM = tight_llm, evidence: bool = True) -> BudgetedPrompt:
@@ -109,10 +110,10 @@ def test_key_sentences_are_quoted_before_the_question_and_the_passages_give_way(
     assert quoting.prompt_tokens + SMALL_MAX_NEW <= tight_llm.context_window
     room = {name: sum(len(p.text) for p in b.passages) for name, b in (("plain", plain), ("quoting", quoting))}
     assert room["quoting"] < room["plain"], "the quote is never cut; the last passage gives it room"
-    # The tight window has no room for passage [2] beside a quote: its sentence is not quoted (the model would
-    # cite a source nobody can see) and the prompt is the plain one, [2] shown again.
-    assert fit([second]).messages == plain.messages
+    # The tight window never shows passage [3]: its sentence is not quoted (the model would cite a source nobody
+    # can see) and the prompt is refitted without the quote: the plain one.
     assert [p.number for p in plain.passages] == [1, 2]
+    assert fit([third]).messages == plain.messages
     # A wide window quotes both; a request that does not ask for evidence (refine's walk) quotes none.
     wide = fit([first, second], llm=small_llm).messages[-1]["content"]
     assert "[1] Normandy is a region" in wide and "[2] The Normans were famed" in wide
