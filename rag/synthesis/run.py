@@ -79,42 +79,32 @@ class Run:
         A key sentence whose passage the window left out is not quoted: the model would cite a source the reader
         cannot see. Dropping it frees room, so the request is fitted once more without it (at most twice in all);
         the second fit shows every passage the first one did, so the remaining quotes stay valid."""
-        quoted = list(self.key_sentences) if evidence else []
-        prompt = self._fit(question, passages, template, start, overflow, existing_answer, formatter, quoted)
-        shown = {p.number for p in prompt.passages}
-        if any(k.number not in shown for k in quoted):
-            quoted = [k for k in quoted if k.number in shown]
-            prompt = self._fit(question, passages, template, start, overflow, existing_answer, formatter, quoted)
-        self.history_dropped = max(self.history_dropped, prompt.history_dropped)
-        return prompt
-
-    def _fit(
-        self,
-        question: str,
-        passages: Sequence[Passage],
-        template: str,
-        start: int,
-        overflow: Literal["truncate", "stop"],
-        existing_answer: str | None,
-        formatter: Formatter | None,
-        quoted: Sequence[KeySentence],
-    ) -> BudgetedPrompt:
-        fields = {"question": question, "evidence": quote_key_sentences(quoted)}
+        fields = {"question": question}
         if existing_answer is not None:
             fields["existing_answer"] = existing_answer
         kwargs = {"formatter": formatter} if formatter is not None else {}
-        return budget_prompt(
-            self.llm,
-            system=SYSTEM_PROMPT,
-            template=template,
-            fields=fields,
-            passages=passages,
-            max_new_tokens=self.max_new_tokens,
-            start=start,
-            overflow=overflow,
-            history=self.history,
-            **kwargs,
-        )
+
+        def fit(quoted: Sequence[KeySentence]) -> BudgetedPrompt:
+            return budget_prompt(
+                self.llm,
+                system=SYSTEM_PROMPT,
+                template=template,
+                fields={**fields, "evidence": quote_key_sentences(quoted)},
+                passages=passages,
+                max_new_tokens=self.max_new_tokens,
+                start=start,
+                overflow=overflow,
+                history=self.history,
+                **kwargs,
+            )
+
+        quoted = list(self.key_sentences) if evidence else []
+        prompt = fit(quoted)
+        shown = {p.number for p in prompt.passages}
+        if any(k.number not in shown for k in quoted):
+            prompt = fit([k for k in quoted if k.number in shown])
+        self.history_dropped = max(self.history_dropped, prompt.history_dropped)
+        return prompt
 
     def pack(
         self, question: str, passages: Sequence[Passage], *, template: str, formatter: Formatter | None = None
