@@ -208,7 +208,7 @@ class JobManager:
         store.transition_run(
             job_id, RUN_STARTED, state="done", counts=counts, errors=errors, finished_at=utcnow(),
             processed=max(progress_state["processed"], seen), total=max(progress_state["total"], seen),
-            message=f"{report.elapsed_s:.1f}s",
+            message=f"{report.elapsed_s:.1f}s" + (", finished before the cancel took effect" if cancel.event.is_set() else ""),
         )
         for f in report.files:
             self.metrics.files.labels(f.status).inc()
