@@ -361,6 +361,7 @@ class RAG:
             chat.standalone, rewriting = rewrite(self.llm, chat)
         hits, mode, answer = self._evidence(chat.standalone, top_k, collection, mode, path_prefix, document_ids,
                                             retrieved)
+        reading = None
         if answer is not None:
             if streaming:
                 yield answer.text
@@ -368,8 +369,9 @@ class RAG:
             reading = order_for_answer(
                 chat.standalone, hits, self.embedder, self.settings.passage_order_dense_weight,
                 reorder=self.settings.order_passages, key_sentences=self.settings.key_sentences,
+                min_relative_support=self.settings.passage_min_relative_support,
             )
-            hits = reading.hits
+            hits = reading.hits[: reading.shown]
             options: dict[str, Any] = {
                 "apply_abstention": False, "history": chat.history, "key_sentences": reading.key_sentences,
                 "embedder": self.embedder if self.settings.verify_citations else None,
@@ -383,6 +385,9 @@ class RAG:
                     else:
                         yield item
         assert answer is not None
+        if reading is not None and reading.shown < len(reading.hits):  # the passages not shown are still hits
+            answer.hits = reading.hits
+            answer.usage.chunks_dropped += len(reading.hits) - reading.shown
         answer.question, answer.rewritten = chat.standalone, chat.rewritten
         if rewriting is not None:  # the rewrite is one more call of this answer
             answer.usage.llm_calls += 1

@@ -214,6 +214,11 @@ class Settings(BaseSettings):
         default=0.5, ge=0.0, description="Weight of a passage's dense cosine with the question beside its best "
         "sentence's score (0..1) in that order.",
     )
+    passage_min_relative_support: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="A passage whose best sentence scores under this share of the best "
+        "passage's is not shown to the model (it stays among the answer's hits; 0: every passage is shown). Fewer "
+        "distractors for small models, a shorter prompt (rag/synthesis/passage_order.py).",
+    )
     key_sentences: int = Field(
         default=2, ge=0, le=10, description="How many of the passages' sentences that best answer the question are "
         "quoted again right before it, with their source numbers (compact mode; 0: none). Small models then answer "

@@ -59,6 +59,7 @@ class Reading:
 
     hits: list[Hit]
     key_sentences: list[KeySentence]
+    shown: int  # the model reads hits[:shown]; the rest scored too far below the best passage
 
 
 def _sentence_scores(question: str, hits: Sequence[Hit], embedder: Embeds) -> tuple[list[Candidate], np.ndarray]:
@@ -84,22 +85,25 @@ def best_sentence_scores(question: str, hits: Sequence[Hit], embedder: Embeds) -
 
 def order_for_answer(
     question: str, hits: Sequence[Hit], embedder: Embeds, dense_weight: float, *, reorder: bool = True,
-    key_sentences: int = 0,
+    key_sentences: int = 0, min_relative_support: float = 0.0,
 ) -> Reading:
     """``hits`` in the order the model should read them (with ``reorder``: best sentence's score plus
     ``dense_weight`` times the passage's dense cosine, highest first; a hit without a dense score counts 0 there;
-    ties keep retrieval's order), and the ``key_sentences`` best sentences, best first, numbered in that order."""
-    if not hits or (not key_sentences and (not reorder or len(hits) < 2)):
-        return Reading(list(hits), [])
+    ties keep retrieval's order), and the ``key_sentences`` best sentences, best first, numbered in that order.
+
+    A passage whose best sentence scores under ``min_relative_support`` times the best passage's is not shown
+    (:attr:`Reading.shown`): it goes after the shown ones, in the same order, and gives no key sentence."""
+    pruning = min_relative_support > 0 and len(hits) > 1
+    if not hits or (not key_sentences and not pruning and (not reorder or len(hits) < 2)):
+        return Reading(list(hits), [], len(hits))
     candidates, scores = _sentence_scores(question, hits, embedder)
-    order = np.arange(len(hits))
-    if reorder:
-        best = _passage_best(candidates, scores, len(hits))
-        best += dense_weight * np.array([h.dense_score or 0.0 for h in hits])
-        order = np.argsort(-best, kind="stable")
+    sentence_best = _passage_best(candidates, scores, len(hits))
+    rank = sentence_best + dense_weight * np.array([h.dense_score or 0.0 for h in hits]) if reorder else np.zeros(len(hits))
+    kept = sentence_best >= min_relative_support * sentence_best.max()
+    order = np.lexsort((np.arange(len(hits)), -rank, ~kept))  # shown first, then by rank, ties in retrieval's order
     number = {int(old) + 1: new + 1 for new, old in enumerate(order)}
     quoted = [
         KeySentence(number[candidates[i].number], candidates[i].text.strip(), round(float(scores[i]), 4))
-        for i in np.argsort(-scores, kind="stable")[:key_sentences]
-    ]
-    return Reading([hits[i] for i in order], quoted)
+        for i in np.argsort(-scores, kind="stable") if kept[candidates[i].number - 1]
+    ][:key_sentences]
+    return Reading([hits[i] for i in order], quoted, int(kept.sum()))
