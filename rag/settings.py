@@ -216,8 +216,9 @@ class Settings(BaseSettings):
     )
     passage_min_relative_support: float = Field(
         default=0.0, ge=0.0, le=1.0, description="A passage whose best sentence scores under this share of the best "
-        "passage's is not shown to the model (it stays among the answer's hits; 0: every passage is shown). Fewer "
-        "distractors for small models, a shorter prompt (rag/synthesis/passage_order.py).",
+        "passage's is not shown to the model (it stays among the answer's hits; 0: every passage is shown). At 0.6: ~30% "
+        "fewer prompt tokens on SQuAD with the same answers, but a multi-hop question's second passage is sometimes "
+        "left out (docs/querying.md).",
     )
     key_sentences: int = Field(
         default=2, ge=0, le=10, description="How many of the passages' sentences that best answer the question are "

@@ -84,6 +84,22 @@ def test_hits_retrieved_beforehand_give_the_same_answer_without_a_second_retriev
         rag.chat(CONVERSATION, top_k=2, hits=hits)
 
 
+def test_passages_far_below_the_best_are_not_shown_but_stay_among_the_hits(
+    make_rag, tmp_path: Path, small_settings: Settings
+) -> None:
+    write_files(tmp_path / "docs", DOCS)
+    rag = make_rag(settings=small_settings.model_copy(update={
+        "data_dir": tmp_path / "data", "summarize": False, "passage_min_relative_support": 0.95}))
+    rag.ingest(tmp_path / "docs")
+    question = [{"role": "user", "content": "How long is the river Nile?"}]
+    answer = rag.chat(question, top_k=3)
+    assert len(answer.hits) == 3 and Path(answer.hits[0].document).name == "nile.txt"
+    assert answer.usage.chunks_used + answer.usage.chunks_dropped == 3 and answer.usage.chunks_dropped >= 1
+    assert all(s.number <= answer.usage.chunks_used for s in answer.sources), "only shown passages are sources"
+    streamed = list(rag.chat_stream(question, top_k=3))[-1]
+    assert streamed.hits == answer.hits and streamed.usage.chunks_dropped == answer.usage.chunks_dropped
+
+
 @pytest.mark.parametrize(("question", "alone"), [
     ("How long is it?", False),  # pronoun
     ("And in 1990?", False),  # continuation, ellipsis

@@ -128,3 +128,23 @@ def test_the_sentences_that_answer_are_quoted_with_their_number_in_reading_order
     assert [h.chunk_id for h in kept.hits] == [h.chunk_id for h in hits]
     assert [(k.number, k.text) for k in kept.key_sentences] == [(2, famed)], "numbered as retrieval ranked it"
     assert order_for_answer(question, hits, embedder, dense_weight=0.5, reorder=False).key_sentences == []
+
+
+def test_a_passage_far_below_the_best_is_not_shown_and_gives_no_key_sentence(embedder: Embedder) -> None:
+    hits = make_hits()  # [2] says what the Normans were famed for, [1] is about them, [3] (the Amazon) is not
+    question = "What were the Normans famed for?"
+    scores = best_sentence_scores(question, hits, embedder)
+    between = (scores[2] + scores[0]) / 2 / scores[1]  # the Amazon passage under it, both Normans passages over it
+    reading = order_for_answer(question, hits, embedder, dense_weight=0.5, key_sentences=3,
+                               min_relative_support=between)
+    assert reading.shown == 2 and reading.hits[2].document == "/corpus/amazon.txt"
+    assert {k.number for k in reading.key_sentences} <= {1, 2}, "nothing is quoted from a passage not shown"
+    assert len(reading.key_sentences) == 3
+    in_order = order_for_answer(question, hits, embedder, dense_weight=0.5, reorder=False, min_relative_support=between)
+    assert [h.chunk_id for h in in_order.hits] == [h.chunk_id for h in hits] and in_order.shown == 2
+    assert order_for_answer(question, hits, embedder, dense_weight=0.5, min_relative_support=0.0).shown == 3
+    # The passage not shown goes last even when retrieval ranked it first.
+    amazon_first = [hits[2], hits[0], hits[1]]
+    moved = order_for_answer(question, amazon_first, embedder, dense_weight=0.5, reorder=False,
+                             min_relative_support=between)
+    assert [h.document for h in moved.hits][-1] == "/corpus/amazon.txt" and moved.shown == 2

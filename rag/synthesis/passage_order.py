@@ -29,6 +29,14 @@ one ("The sentences of the sources most likely to answer it:") did as well (0.61
 repeated it. Quoting 1 / 2 / 3 sentences (sample 1): contains 0.52 / 0.56 / 0.56, gold cited 0.793 /
 0.824 / 0.815, groundedness 0.904 / 0.932 / 0.906; hence 2.
 
+Why passages may be left out (``settings.passage_min_relative_support``, off by default): a passage whose best
+sentence scores far under the best passage's is a distractor for a small model and costs prompt tokens. Measured
+at 0.6 (``bench/answers.py squad --unanswerable 0 [--shift 0.5]``, Dec 6): 3.3 passages shown instead of 5, p50
+prompt 902 -> 630 tokens, contains a reference answer 0.56 -> 0.59 / 0.59 -> 0.57, gold cited 0.824 -> 0.826 /
+0.859 -> 0.860: no better answers. Offline over ``RAG.retrieve``'s top 5, 0.6 / 0.7 / 0.8 keep every retrieved gold
+passage for 0.996 / 0.992 / 0.977 of 485 SQuAD questions but only 0.962 / 0.906 / 0.660 of 53 HotpotQA ones (the
+second hop's passage scores low against the question), hence off.
+
 This runs only for answers, not in :meth:`rag.RAG.retrieve`: it embeds every sentence of the passages (one batch,
 60-90 ms on 2 cores for 5 passages), which retrieval's ~20 ms budget cannot carry and an answer of seconds can.
 """
