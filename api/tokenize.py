@@ -16,15 +16,17 @@ from api.errors import APIError, translate
 from api.openai_schemas import DetokenizeRequest, TokenizeRequest, TokenizeResponse, plain_messages
 from api.security import require_api_key
 from rag.engine import RAG
+from rag.models.tokens import TokenCounter
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
 Rag = Annotated[RAG, Depends(get_rag)]
 
 
-def _hf_tokenizer(llm: Any) -> Any | None:
-    """The backend's Hugging Face tokenizer where it has one (the local backend): token ids, not just counts."""
-    return getattr(llm, "tokenizer", None)
+def _local_tokens(llm: Any) -> TokenCounter | None:
+    """The local backend's own tokenizer (llama.cpp's or transformers'): token ids, not just counts."""
+    tokens = getattr(llm, "tokens", None)
+    return tokens if isinstance(tokens, TokenCounter) else None
 
 
 @router.post("/tokenize", response_model=TokenizeResponse, responses=S.error_responses(400, 401, 422, 503))
@@ -34,21 +36,20 @@ def tokenize(req: TokenizeRequest, rag: Rag) -> dict[str, Any]:
     if (req.prompt is None) == (req.messages is None):
         raise APIError(400, "send exactly one of 'prompt' or 'messages'")
     llm = rag.llm
-    tokenizer = _hf_tokenizer(llm)
+    local = _local_tokens(llm)
     tokens: list[int] | None = None
     try:
         if req.prompt is not None:
-            if tokenizer is not None:
-                tokens = list(tokenizer(req.prompt, add_special_tokens=req.add_special_tokens)["input_ids"])
+            if local is not None:
+                tokens = local.encode(req.prompt, add_special=req.add_special_tokens)
                 count = len(tokens)
             else:
                 count = llm.count_tokens(req.prompt)
         else:
             messages = plain_messages(req.messages or [])
             count = llm.count_messages(messages)
-            encode = getattr(getattr(llm, "tokens", None), "encode_messages", None)  # HFTokenCounter of LocalLLM
-            if tokenizer is not None and req.add_generation_prompt and encode is not None:
-                tokens = list(encode(messages))
+            if local is not None and req.add_generation_prompt:
+                tokens = local.encode_messages(messages)
     except Exception as exc:
         if translate(exc) is not None and not isinstance(exc, ValueError):
             raise
@@ -59,9 +60,9 @@ def tokenize(req: TokenizeRequest, rag: Rag) -> dict[str, Any]:
 @router.post("/detokenize", responses=S.error_responses(400, 401, 404, 422, 503))
 def detokenize(req: DetokenizeRequest, rag: Rag) -> dict[str, str]:
     """Text of token ids (vLLM-style); only where the backend has a local tokenizer."""
-    tokenizer = _hf_tokenizer(rag.llm)
-    if tokenizer is None:
+    local = _local_tokens(rag.llm)
+    if local is None:
         raise APIError(404, "this server's LLM backend has no local tokenizer to detokenize with")
-    if req.tokens and max(req.tokens) >= len(tokenizer):
-        raise APIError(400, f"token ids must be below the vocabulary size {len(tokenizer)}")
-    return {"prompt": tokenizer.decode(req.tokens)}
+    if req.tokens and max(req.tokens) >= local.vocab_size:
+        raise APIError(400, f"token ids must be below the vocabulary size {local.vocab_size}")
+    return {"prompt": local.decode(req.tokens)}

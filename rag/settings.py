@@ -177,6 +177,15 @@ class Settings(BaseSettings):
 
     # --- generation ------------------------------------------------------------------------------
     llm_backend: Literal["local", "openai"] = "local"
+    llm_runtime: Literal["auto", "llamacpp", "transformers"] = Field(
+        default="auto", description="What runs the local model: 'llamacpp' (a GGUF as it is, the fast CPU runtime), "
+        "'transformers' (CUDA, any HF model; the CPU fallback). 'auto': llama.cpp on the CPU for a GGUF model when "
+        "llama-cpp-python is installed, transformers otherwise; the choice is logged at start-up.",
+    )
+    llm_threads: int | None = Field(
+        default=None, ge=1, le=256, description="Threads llama.cpp computes with (default: one per CPU). On a "
+        "machine whose cores are busy with other work, 1 can be faster than 2 (docs/deployment.md).",
+    )
     llm_model: str = Field(
         default="bundled:qwen2.5-coder-0.5b",
         description="'bundled:qwen2.5-coder-0.5b', 'bundled:smollm2-135m', a HF folder, a .gguf file, a HF id, "

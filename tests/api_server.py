@@ -37,6 +37,7 @@ def server_env(models_dir: Path | None = None, **settings: Any) -> dict[str, str
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
     env["RAG_LLM_MODEL"] = SMALL_LLM
     env["RAG_MAX_NEW_TOKENS"] = "8"
+    env["RAG_LLM_THREADS"] = "1"  # see tests/conftest.py one_torch_thread: one thread holds on a busy 2-core machine
     env["RAG_SUMMARIZE"] = "off"  # see tests/conftest.py: a test that wants the background pass passes summarize=True
     if models_dir is not None:
         env["RAG_MODELS_DIR"] = str(models_dir)

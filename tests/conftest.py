@@ -23,6 +23,7 @@ os.environ.setdefault("RAG_SUMMARIZE", "off")
 
 from rag import RAG, Settings
 from rag.models import load_llm
+from rag.models.llm import LLM
 from rag.models.local_llm import LocalLLM
 from rag.types import Hit
 
@@ -129,18 +130,25 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def small_settings(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings for the small model, converted once into the session's shared ``models_dir``."""
+    """Settings for the small model on the default runtime (llama.cpp where it is installed), one llama.cpp thread
+    (see ``one_torch_thread``: the same holds for its threads on a busy 2-core machine)."""
     data_dir = tmp_path_factory.mktemp("small-llm-data")
     return Settings(
         data_dir=data_dir, models_dir=models_dir, llm_model=SMALL_LLM, device="cpu", max_new_tokens=SMALL_MAX_NEW,
-        temperature=0.0, top_k=3,
+        temperature=0.0, top_k=3, llm_threads=1,
     )
 
 
 @pytest.fixture(scope="session")
-def small_llm(small_settings: Settings) -> LocalLLM:
-    """The small model loaded in this process (once: ``load_llm`` keeps it)."""
-    llm = load_llm(small_settings)
+def small_llm(small_settings: Settings) -> LLM:
+    """The small model loaded in this process on the default runtime (once: ``load_llm`` keeps it)."""
+    return load_llm(small_settings)
+
+
+@pytest.fixture(scope="session")
+def hf_llm(small_settings: Settings) -> LocalLLM:
+    """The small model on the transformers runtime (converted once into the session's ``models_dir``)."""
+    llm = load_llm(small_settings.model_copy(update={"llm_runtime": "transformers"}))
     assert isinstance(llm, LocalLLM)
     return llm
 

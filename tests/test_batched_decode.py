@@ -36,26 +36,26 @@ def _single(llm: LocalLLM, ids: list[int], max_new_tokens: int) -> list[int]:
     return new[: next((i + 1 for i, t in enumerate(new) if t in llm._eos), len(new))]
 
 
-def test_each_row_of_a_batch_equals_its_own_generation(small_llm: LocalLLM) -> None:
-    prompts = [small_llm.tokens.encode_messages(_messages(k)) for k in (1, 3, 8)]
+def test_each_row_of_a_batch_equals_its_own_generation(hf_llm: LocalLLM) -> None:
+    prompts = [hf_llm.tokens.encode_messages(_messages(k)) for k in (1, 3, 8)]
     lengths = [len(p) for p in prompts]
     assert len(set(lengths)) == 3 and max(lengths) > 2 * PREFILL_CHUNK  # padding and several prefill chunks
-    batched = generate_greedy(small_llm.model, prompts, 24, small_llm._eos, small_llm._pad)
-    assert batched == [_single(small_llm, p, 24) for p in prompts]
+    batched = generate_greedy(hf_llm.model, prompts, 24, hf_llm._eos, hf_llm._pad)
+    assert batched == [_single(hf_llm, p, 24) for p in prompts]
 
 
-def test_background_calls_from_threads_share_one_batch(small_llm: LocalLLM) -> None:
+def test_background_calls_from_threads_share_one_batch(hf_llm: LocalLLM) -> None:
     conversations = [_messages(k) for k in (1, 2, 3)]
-    alone = [small_llm.generate(m, max_new_tokens=16).text for m in conversations]  # foreground: one at a time
-    batcher = small_llm._background_batches
+    alone = [hf_llm.generate(m, max_new_tokens=16).text for m in conversations]  # foreground: one at a time
+    batcher = hf_llm._background_batches
     before = (batcher.batches, batcher.calls)
     results: dict[int, str] = {}
     start = threading.Barrier(3)
 
     def summarise(i: int) -> None:
-        with small_llm.background():
+        with hf_llm.background():
             start.wait()
-            results[i] = small_llm.generate(conversations[i], max_new_tokens=16).text
+            results[i] = hf_llm.generate(conversations[i], max_new_tokens=16).text
 
     threads = [threading.Thread(target=summarise, args=(i,)) for i in range(3)]
     for t in threads:
@@ -66,17 +66,17 @@ def test_background_calls_from_threads_share_one_batch(small_llm: LocalLLM) -> N
     assert (batcher.batches - before[0], batcher.calls - before[1]) == (1, 3)
 
 
-def test_a_long_prompt_is_prefilled_in_chunks(small_llm: LocalLLM) -> None:
+def test_a_long_prompt_is_prefilled_in_chunks(hf_llm: LocalLLM) -> None:
     """An answer waiting behind background work runs at the next decoder-layer entry, so the longest layer call
     bounds its wait: a chunked prefill calls each layer once per chunk instead of once for the whole prompt."""
     messages = _messages(8)
-    ids = small_llm.tokens.encode_messages(messages)
-    first = next(m for m in small_llm.model.modules() if type(m).__name__.endswith("DecoderLayer"))
+    ids = hf_llm.tokens.encode_messages(messages)
+    first = next(m for m in hf_llm.model.modules() if type(m).__name__.endswith("DecoderLayer"))
     widths: list[int] = []
     handle = first.register_forward_pre_hook(lambda _m, args: widths.append(args[0].shape[1]))
     try:
-        with small_llm.background():
-            generation = small_llm.generate(messages, max_new_tokens=8)
+        with hf_llm.background():
+            generation = hf_llm.generate(messages, max_new_tokens=8)
     finally:
         handle.remove()
     chunks = math.ceil((len(ids) - 1) / PREFILL_CHUNK)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from rag.models import bundled, load_llm
-from rag.models.llm import ContextWindowExceeded
+from rag.models.llm import LLM, ContextWindowExceeded
 from rag.models.local_llm import LocalLLM
 from rag.models.openai_llm import OpenAILLM
 from rag.settings import Settings
@@ -25,7 +25,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- the local backend -----------------------------------------------------------------------------------------
-def test_conversion_is_a_plain_safetensors_folder(small_llm: LocalLLM, small_settings: Settings) -> None:
+@pytest.fixture(params=["default", "transformers"])
+def local_llm(request: pytest.FixtureRequest, small_llm: LLM, hf_llm: LocalLLM) -> LLM:
+    """Each local runtime: the default (llama.cpp where installed) and transformers."""
+    return small_llm if request.param == "default" else hf_llm
+
+
+def test_conversion_is_a_plain_safetensors_folder(hf_llm: LocalLLM, small_settings: Settings) -> None:
     folder = bundled.converted_dir(SMALL_LLM, small_settings.models_root)
     assert bundled.is_complete(folder)
     assert (folder / "model.safetensors").is_file()
@@ -36,9 +42,9 @@ def test_conversion_is_a_plain_safetensors_folder(small_llm: LocalLLM, small_set
     t0 = time.perf_counter()
     assert bundled.ensure_converted(SMALL_LLM, folder.parent) == folder  # second time: nothing to do
     assert time.perf_counter() - t0 < 1.0
-    assert small_llm.context_window == 8192  # max_position_embeddings, not the tokenizer's model_max_length
-    assert load_llm(small_settings) is small_llm  # loaded once per process
-    assert small_llm.dtype.is_floating_point and str(small_llm.dtype) == "torch.float32"
+    assert hf_llm.context_window == 8192  # max_position_embeddings, not the tokenizer's model_max_length
+    assert load_llm(small_settings.model_copy(update={"llm_runtime": "transformers"})) is hf_llm  # loaded once
+    assert hf_llm.dtype.is_floating_point and str(hf_llm.dtype) == "torch.float32"
 
 
 def test_concurrent_conversions_run_once_and_clean_up_crashes(tmp_path: Path) -> None:
@@ -58,26 +64,26 @@ def test_concurrent_conversions_run_once_and_clean_up_crashes(tmp_path: Path) ->
     assert [p.name for p in root.iterdir() if not p.name.endswith(".lock")] == ["smollm2-135m.tokenizer"]
 
 
-def test_generate_counts_tokens_and_refuses_overflow(small_llm: LocalLLM) -> None:
+def test_generate_counts_tokens_and_refuses_overflow(local_llm: LLM) -> None:
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
-    gen = small_llm.generate(messages, max_new_tokens=8)
+    gen = local_llm.generate(messages, max_new_tokens=8)
     assert gen.text.strip()
-    assert gen.prompt_tokens == small_llm.count_messages(messages)
+    assert gen.prompt_tokens == local_llm.count_messages(messages)
     assert 1 <= gen.completion_tokens <= 8
-    too_many = small_llm.context_window - small_llm.count_messages(messages) + 1
+    too_many = local_llm.context_window - local_llm.count_messages(messages) + 1
     with pytest.raises(ContextWindowExceeded):
-        small_llm.generate(messages, max_new_tokens=too_many)
+        local_llm.generate(messages, max_new_tokens=too_many)
     with pytest.raises(ValueError, match="context window"):
-        small_llm.stream(messages, max_new_tokens=too_many)
+        local_llm.stream(messages, max_new_tokens=too_many)
 
 
-def test_generation_is_serialised_across_threads(small_llm: LocalLLM) -> None:
+def test_generation_is_serialised_across_threads(local_llm: LLM) -> None:
     messages = [{"role": "user", "content": "Count from one to five."}]
-    expected = small_llm.generate(messages, max_new_tokens=12).text
+    expected = local_llm.generate(messages, max_new_tokens=12).text
     out: list[str] = []
     threads = [
-        threading.Thread(target=lambda: out.append(small_llm.generate(messages, max_new_tokens=12).text)),
-        threading.Thread(target=lambda: out.append("".join(small_llm.stream(messages, max_new_tokens=12)))),
+        threading.Thread(target=lambda: out.append(local_llm.generate(messages, max_new_tokens=12).text)),
+        threading.Thread(target=lambda: out.append("".join(local_llm.stream(messages, max_new_tokens=12)))),
     ]
     for thread in threads:
         thread.start()
@@ -86,17 +92,17 @@ def test_generation_is_serialised_across_threads(small_llm: LocalLLM) -> None:
     assert out == [expected, expected]  # greedy + one model call at a time: identical answers
 
 
-def test_stream_reports_counts_and_can_stop_early(small_llm: LocalLLM) -> None:
+def test_stream_reports_counts_and_can_stop_early(local_llm: LLM) -> None:
     messages = [{"role": "user", "content": "Write a sentence about rivers."}]
-    stream = small_llm.stream(messages, max_new_tokens=16)
+    stream = local_llm.stream(messages, max_new_tokens=16)
     pieces = list(stream)
     assert stream.generation is not None
     assert "".join(pieces) == stream.generation.text
     assert stream.generation.completion_tokens <= 16
-    early = small_llm.stream(messages, max_new_tokens=200)
+    early = local_llm.stream(messages, max_new_tokens=200)
     next(early)
     early.close()  # cancels generation: the lock is free again at once
-    assert small_llm.generate(messages, max_new_tokens=4).completion_tokens <= 4
+    assert local_llm.generate(messages, max_new_tokens=4).completion_tokens <= 4
 
 
 # --- the OpenAI-compatible backend against a real server (this service's own API, serving SmolLM2) -------------

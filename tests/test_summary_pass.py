@@ -127,10 +127,10 @@ def test_a_pass_killed_midway_resumes_in_the_next_process(make_rag: Callable[...
 
 
 @pytest.fixture
-def layer_calls(small_llm: LocalLLM) -> Iterator[dict[str, Any]]:
+def layer_calls(hf_llm: LocalLLM) -> Iterator[dict[str, Any]]:
     """Counts the first decoder layer's calls, and records the threads that make them."""
     record: dict[str, Any] = {"calls": 0, "threads": set()}
-    first = next(m for m in small_llm.model.modules() if type(m).__name__.endswith("DecoderLayer"))
+    first = next(m for m in hf_llm.model.modules() if type(m).__name__.endswith("DecoderLayer"))
 
     def count(_module: Any, _args: Any) -> None:
         record["calls"] += 1
@@ -155,16 +155,16 @@ def _background(llm: LocalLLM, messages: Sequence[dict[str, str]], result: dict[
     return thread
 
 
-def test_an_answer_does_not_wait_behind_a_background_summary(small_llm: LocalLLM, layer_calls: dict[str, Any]) -> None:
+def test_an_answer_does_not_wait_behind_a_background_summary(hf_llm: LocalLLM, layer_calls: dict[str, Any]) -> None:
     before = layer_calls["calls"]
-    alone = small_llm.generate(SHORT_ANSWER, max_new_tokens=8)
+    alone = hf_llm.generate(SHORT_ANSWER, max_new_tokens=8)
     answer_calls = layer_calls["calls"] - before  # its prefill and one call per further token
     result: dict[str, Any] = {}
-    thread = _background(small_llm, LONG_ANSWER, result)
+    thread = _background(hf_llm, LONG_ANSWER, result)
     _wait(lambda: layer_calls["calls"] >= 20, 60, "the background generation to be decoding")
 
     before = layer_calls["calls"]
-    streamed = small_llm.stream(SHORT_ANSWER, max_new_tokens=8)
+    streamed = hf_llm.stream(SHORT_ANSWER, max_new_tokens=8)
     text = "".join(streamed)
     background_calls = layer_calls["calls"] - before - answer_calls
     assert thread.is_alive(), "the answer waited for the whole background generation"
@@ -177,16 +177,16 @@ def test_an_answer_does_not_wait_behind_a_background_summary(small_llm: LocalLLM
 
 
 def test_cancel_stops_a_background_generation_at_its_next_layer(
-    small_llm: LocalLLM, layer_calls: dict[str, Any]
+    hf_llm: LocalLLM, layer_calls: dict[str, Any]
 ) -> None:
     stop = threading.Event()
     result: dict[str, Any] = {}
-    thread = _background(small_llm, LONG_ANSWER, result, cancel=stop.is_set)
+    thread = _background(hf_llm, LONG_ANSWER, result, cancel=stop.is_set)
     _wait(lambda: layer_calls["calls"] >= 5, 60, "the background generation to start")
     stop.set()
     thread.join(timeout=10)
     assert not thread.is_alive() and isinstance(result.get("error"), Cancelled)
-    assert small_llm.generate(SHORT_ANSWER, max_new_tokens=4).completion_tokens > 0  # the model is free again
+    assert hf_llm.generate(SHORT_ANSWER, max_new_tokens=4).completion_tokens > 0  # the model is free again
 
 
 class _InFlight:

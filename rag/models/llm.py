@@ -8,7 +8,8 @@ Streaming returns a :class:`TextStream`: iterate it for text pieces; once exhaus
 holds the :class:`Generation` (full text and token counts) of that call. The counts live on the stream object, not
 on the LLM, so concurrent streams never read each other's numbers.
 
-Backends: :class:`rag.models.local_llm.LocalLLM` (transformers in this process) and
+Backends: :class:`rag.models.llamacpp_llm.LlamaCppLLM` (llama.cpp in this process, the CPU default),
+:class:`rag.models.local_llm.LocalLLM` (transformers in this process: CUDA, and the CPU fallback) and
 :class:`rag.models.openai_llm.OpenAILLM` (an OpenAI-compatible server); :func:`rag.models.load_llm` picks one.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Message = dict[str, str]
 
@@ -33,7 +34,10 @@ class Generation:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str = "stop"  # "stop" (end of sequence) or "length" (hit max_new_tokens)
+    finish_reason: str = "stop"  # "stop" (end of sequence), "length" (hit max_new_tokens) or "cancelled"
+    # The log probability of each generated token under the model, where the backend gives them (llama.cpp): what
+    # the answer's confidence reads of the model's own certainty. Empty elsewhere.
+    token_logprobs: list[float] = field(default_factory=list)
 
 
 class TextStream(Iterator[str]):

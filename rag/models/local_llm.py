@@ -35,6 +35,8 @@ class LocalLLM(LLM):
     background calls (summaries) let every waiting answer run at their next decoder layer.
     """
 
+    runtime = "transformers"
+
     def __init__(self, settings: Settings, *, model: str | None = None, device: str | None = None) -> None:
         import torch
 
