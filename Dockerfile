@@ -1,5 +1,14 @@
 # The API image: `rag serve` on port 8000, data in /data. Generation normally runs elsewhere (vLLM over HTTP,
 # RAG_LLM_BACKEND=openai, see docker-compose.yml); embedding runs here on the CPU.
+# llama.cpp is compiled in a stage of its own (the compiler stays out of the image), for every x86 CPU generation with
+# the best chosen at run time (GGML_CPU_ALL_VARIANTS): the build machine's -march=native would die with SIGILL on an
+# older CPU.
+FROM python:3.11-slim AS llamacpp
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake \
+    && rm -rf /var/lib/apt/lists/*
+RUN CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON" \
+    pip wheel --no-cache-dir --no-deps -w /wheels llama-cpp-python==0.3.36
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -21,7 +30,11 @@ COPY pyproject.toml README.md ./
 COPY rag ./rag
 COPY ingest ./ingest
 COPY api ./api
-RUN pip install . \
+# llama.cpp (a local model on the CPU), built in the stage above; libgomp is its OpenMP runtime.
+COPY --from=llamacpp /wheels /wheels
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/* \
+    && pip install /wheels/*.whl \
+    && pip install ".[llamacpp]" \
     && useradd --create-home --uid 10001 rag \
     && mkdir -p /data \
     && chown rag:rag /data

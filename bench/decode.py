@@ -72,7 +72,7 @@ from _common import DATA, REPO, read_jsonl  # first: sets the offline env, puts 
 from rag.models.bundled import ensure_converted, is_bundled
 from rag.synthesis.prompts import COMPACT_TEMPLATE, SYSTEM_PROMPT
 
-ALL = ("fp32", "int8", "int8-dynamic", "ort-int4")
+ALL = ("fp32", "llamacpp", "int8", "int8-dynamic", "ort-int4")
 
 
 def build_prompt(tokenizer: Any, prompt_tokens: int) -> list[int]:
@@ -144,6 +144,28 @@ class TorchOption:
         return prefill, decode, out[0][len(ids) :].tolist()
 
 
+class LlamaCppOption:
+    """The service's llama.cpp runtime (:mod:`rag.models.llamacpp_runtime`) on the GGUF as shipped."""
+
+    def __init__(self, name: str, spec: str, models: Path, threads: int) -> None:
+        from rag.models.bundled import gguf_file
+        from rag.models.llamacpp_runtime import load_gguf
+
+        self.name = name
+        t0 = time.perf_counter()
+        self.model = load_gguf(gguf_file(spec, models), threads)
+        self.load_s = time.perf_counter() - t0
+
+    def run(self, ids: list[int], new_tokens: int) -> tuple[float, float, list[int]]:
+        from rag.models.llamacpp_runtime import Request
+
+        stamps: list[float] = []
+        request = Request(ids, new_tokens, lambda _token: stamps.append(time.perf_counter()) or True, new_tokens)
+        t0 = time.perf_counter()
+        out = self.model.gate.run(lambda: self.model.run("foreground", [request])[0])
+        return stamps[0] - t0, stamps[-1] - stamps[0], out.tokens
+
+
 class OrtGenAIOption:
     def __init__(self, name: str, folder: Path, out: Path, threads: int | None) -> None:
         import subprocess
@@ -206,7 +228,9 @@ def main() -> None:
     ids = build_prompt(tokenizer, args.prompt_tokens)
     options: list[Any] = []
     for name in names:
-        if name.startswith("ort-"):
+        if name == "llamacpp":
+            options.append(LlamaCppOption(name, args.model, args.work / "models", args.threads))
+        elif name.startswith("ort-"):
             try:
                 import onnxruntime_genai  # noqa: F401
             except ImportError:
@@ -242,11 +266,15 @@ def main() -> None:
             "load_s": round(option.load_s, 1),
             "agree_with_fp32": agree,
             "text": tokenizer.decode(new, skip_special_tokens=True)[:200],
+            # the whole answer of --new-tokens tokens: prefill (the first token) + decode
+            "first_token_s": round(len(ids) / pre, 2),
+            "answer_s": round(len(ids) / pre + (args.new_tokens - 1) / dec, 2),
         }
     if "fp32" in results:
         for row in results.values():
             row["prefill_x_fp32"] = round(row["prefill_tok_s"] / results["fp32"]["prefill_tok_s"], 2)
             row["decode_x_fp32"] = round(row["decode_tok_s"] / results["fp32"]["decode_tok_s"], 2)
+            row["answer_x_fp32"] = round(results["fp32"]["answer_s"] / row["answer_s"], 2)
     report = {
         "model": args.model,
         "prompt_tokens": len(ids),

@@ -101,6 +101,7 @@ class Request:
     ids: Sequence[int]
     max_new_tokens: int
     on_token: Callable[[int], bool] | None = None
+    min_new_tokens: int = 0  # end-of-generation tokens are passed over before this many (as transformers' option)
 
 
 @dataclass
@@ -258,16 +259,24 @@ class GGUFModel:
                 self.gate.pause_point()
                 chunk = ids[start : start + PREFILL_BATCH]
                 ctx.decode([(t, start + j, seq, start + j == len(ids) - 1) for j, t in enumerate(chunk)])
-            self._accept(request, result, *pick(ctx.logits(-1, self.n_vocab), sampling, self._rng))
+            self._accept(request, result, *self._pick(request, result, ctx.logits(-1, self.n_vocab), sampling))
         live = [seq for seq, result in enumerate(results) if not result.done]
         while live:
             self.gate.pause_point()
             ctx.decode([(results[s].tokens[-1], len(requests[s].ids) + len(results[s].tokens) - 1, s, True)
                         for s in live])
             for index, s in enumerate(live):
-                self._accept(requests[s], results[s], *pick(ctx.logits(index, self.n_vocab), sampling, self._rng))
+                self._accept(requests[s], results[s],
+                             *self._pick(requests[s], results[s], ctx.logits(index, self.n_vocab), sampling))
             live = [s for s in live if not results[s].done]
         return results
+
+    def _pick(self, request: Request, result: Decoded, logits: np.ndarray, sampling: Sampling) -> tuple[int, float]:
+        token, logprob = pick(logits, sampling, self._rng)
+        while len(result.tokens) < request.min_new_tokens and self.is_end(token):
+            logits[token] = -np.inf  # the logits are this step's buffer, overwritten by the next decode
+            token, logprob = pick(logits, sampling, self._rng)
+        return token, logprob
 
     def _accept(self, request: Request, result: Decoded, token: int, logprob: float) -> None:
         if self.is_end(token):
