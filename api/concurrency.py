@@ -123,15 +123,8 @@ async def abstention(
     rag: RAG, limit: RetrievalLimit, question: str, top_k: int | None, collection: str, mode: str | None,
     path_prefix: str | None = None, document_ids: list[int] | None = None,
 ) -> tuple[list[Hit], Answer | None]:
-    """The hits for ``question`` and the engine's abstention answer when they hold nothing relevant, decided before
-    queueing for the LLM (the same decision ``RAG.chat`` makes). A question that does go to the model passes these
-    hits on (``RAG.chat(..., hits=...)``), so it is not retrieved twice.
-    """
-    from rag.synthesis import abstain, should_abstain
-
-    hits = await limit.run(
-        lambda: rag.retrieve(question, top_k, collection, path_prefix=path_prefix, document_ids=document_ids)
-    )
-    if not should_abstain(hits, rag.settings):
-        return hits, None
-    return hits, abstain(hits, mode or rag.settings.synthesis_mode, rag.settings)
+    """:meth:`RAG.evidence` within the retrieval limit, before queueing for the LLM: the hits, and the abstention
+    when they hold nothing relevant. A question that does go to the model passes these hits on
+    (``RAG.chat(..., hits=...)``), so it is not retrieved twice."""
+    return await limit.run(lambda: rag.evidence(question, top_k, collection, mode=mode, path_prefix=path_prefix,
+                                                document_ids=document_ids))

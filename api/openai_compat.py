@@ -161,9 +161,11 @@ async def _rag_chat(req: ChatRequest, request: Request, rag: RAG, metrics: Metri
 
 
 def _answer_fields(answer: Answer) -> dict[str, Any]:
-    """What ``rag`` adds to OpenAI's shape: the verified sources with their spans, abstention, groundedness and the
-    question searched (a follow-up rewritten to stand alone)."""
-    return {"sources": [s.to_dict() for s in answer.sources], "abstained": answer.abstained,
+    """What ``rag`` adds to OpenAI's shape: which path the answer took (``kind``) and its calibrated confidence, the
+    verified sources with their spans, abstention, groundedness and the question searched (a follow-up rewritten to
+    stand alone)."""
+    return {"kind": answer.kind, "confidence": answer.confidence,
+            "sources": [s.to_dict() for s in answer.sources], "abstained": answer.abstained,
             "groundedness": answer.groundedness, "question": answer.question, "rewritten": answer.rewritten}
 
 

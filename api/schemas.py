@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag.types import DocumentInfo, Hit, SentenceCheck, Source, SynthesisMode, Usage
+from rag.types import AnswerKind, DocumentInfo, Hit, SentenceCheck, Source, SynthesisMode, Usage
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 """Collection names double as folder names for uploads, so they are restricted to a safe alphabet."""
@@ -125,6 +125,11 @@ class RetrieveRequest(_Question):
 
 class QueryResponse(BaseModel):
     text: str = Field(description="The answer; its [n] citations were checked against the passages.")
+    kind: AnswerKind = Field(description="'generated': the model's answer, verified and confident enough; "
+                             "'extractive': the documents' best sentences, quoted; 'abstained': no answer.")
+    confidence: float | None = Field(description="Calibrated probability (0..1) that the model's answer was right: "
+                                     "what decided the kind. None with citation verification off.")
+    signals: dict[str, float | None] = Field(description="The evidence the confidence was computed from.")
     sources: list[Source] = Field(description="Cited passages, each with the spans that support its sentences.")
     usage: Usage
     abstained: bool

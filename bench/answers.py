@@ -85,6 +85,11 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+def contains(references: list[str], text: str) -> bool:
+    """Whether ``text`` contains one of the reference answers (SQuAD's normalisation)."""
+    return any(normalize(a) in normalize(text) for a in references)
+
+
 def spread(items: list[T], n: int, shift: float = 0.0) -> list[T]:
     """``n`` items at an even stride, so a sample covers the whole file (its articles / companies); ``shift`` (a
     fraction of the stride) takes another sample of the same spread, disjoint when the stride is over one item:
@@ -129,6 +134,25 @@ class VerifyProbe:
         self.seconds, self.raw_text, self.shown = 0.0, "", set()
 
 
+class DecisionProbe:
+    """Wraps ``answering.decide``: records the model's verified answer before the decision (its text and whether the
+    model said the documents do not hold it) and the sentences an extractive answer would quote, so
+    ``bench/calibrate.py`` can fit the confidence and choose the decision rule offline, on these generations."""
+
+    def __init__(self) -> None:
+        self.record: dict[str, Any] = {}
+        self._decide = answering.decide
+        answering.decide = self._probed
+
+    def _probed(self, answer: Answer, hits: list[Hit], quotes: list[Any], logprobs: list[float], settings: Any) -> Any:
+        self.record = {"generated": answer.text, "model_abstained": answer.kind == "abstained",
+                       "quotes": [[q.text, q.score] for q in quotes], "token_logprobs": [round(x, 4) for x in logprobs]}
+        return self._decide(answer, hits, quotes, logprobs, settings)
+
+    def reset(self) -> None:
+        self.record = {}
+
+
 def cited_documents(text: str, shown: set[int], hits: list[Hit], fallback: bool) -> set[str]:
     """Document stems cited by ``[n]`` in ``text``; with ``fallback``, every shown passage when nothing is cited
     (what ``Answer.sources`` lists then)."""
@@ -151,6 +175,25 @@ def by_correctness(rows: list[dict]) -> dict:
     }
 
 
+def decisions(rows: list[dict]) -> dict:
+    """What the decision step did (``rag/synthesis/decision.py``), against the issue's targets: answerable questions'
+    answers by kind, how often a ``generated`` one contains a reference, how often one whose gold paragraph was
+    retrieved was abstained on; unanswerable ones not answered by the model (abstained or quoted)."""
+    ans = [r for r in rows if r["answerable"]]
+    una = [r for r in rows if not r["answerable"]]
+    generated = [r for r in ans if r["kind"] == "generated"]
+    retrieved = [r for r in ans if r["gold_retrieved"]]
+    return {
+        "answerable_kinds": {k: sum(r["kind"] == k for r in ans) for k in ("generated", "extractive", "abstained")},
+        "generated_contains": share(generated, "contains"),
+        "contains_any_kind": share(ans, "contains"),
+        "gold_retrieved_abstained": round(sum(r["kind"] == "abstained" for r in retrieved) / max(1, len(retrieved)), 3),
+        "unanswerable_not_generated": round(sum(r["kind"] != "generated" for r in una) / max(1, len(una)), 3),
+        "unanswerable_kinds": {k: sum(r["kind"] == k for r in una) for k in ("generated", "extractive", "abstained")},
+        "generated_ungrounded": sum(r["kind"] == "generated" and not r["groundedness"] for r in rows),
+    }
+
+
 def bench_squad(args: argparse.Namespace) -> dict:
     src = DATA / "squad2-dev-5"
     corpus = args.work / "squad-corpus"
@@ -161,22 +204,36 @@ def bench_squad(args: argparse.Namespace) -> dict:
     rag = open_rag(args.work, "squad-data", args)
     rag.ingest(corpus, summarize=False)  # as when the reference numbers were taken (summaries were off by default)
     probe = VerifyProbe()
+    decision = DecisionProbe()
     answerable = spread(read_jsonl(src / "queries.jsonl"), args.answerable, args.shift)
     unanswerable = spread(read_jsonl(src / "queries_unanswerable.jsonl"), args.unanswerable, args.shift)
     rows = []
     for n, q in enumerate(answerable + unanswerable, 1):
         probe.reset()
+        decision.reset()
         t0 = time.perf_counter()
         answer = rag.query(q["question"], mode=args.mode)
         seconds = time.perf_counter() - t0
         cited = {Path(s.document).stem for s in answer.sources}
         gold = set(q["gold_ids"])
         before = probe.raw_text or answer.text
+        made = decision.record
+        quoted = " ".join(text for text, _ in made.get("quotes", [])[: rag.settings.extractive_quotes])
         rows.append(
             {
                 "id": q["id"],
+                "article": q["gold_ids"][0].rsplit("_", 1)[0] if q["gold_ids"] else "",
                 "answerable": bool(q["answers"]),
-                "contains": any(normalize(a) in normalize(answer.text) for a in q["answers"]),
+                "contains": contains(q["answers"], answer.text),
+                "kind": answer.kind,
+                "confidence": answer.confidence,
+                "signals": answer.signals,
+                # the model's verified answer before the decision, and what an extractive answer would quote
+                "generated": made.get("generated"),
+                "generated_contains": contains(q["answers"], made.get("generated") or ""),
+                "model_abstained": made.get("model_abstained", answer.abstained),
+                "quotes": made.get("quotes", []),
+                "quotes_contain": contains(q["answers"], quoted),
                 "abstained": answer.abstained,
                 "model_called": answer.usage.llm_calls > 0,
                 "gold_cited": bool(cited & gold),
@@ -228,6 +285,7 @@ def bench_squad(args: argparse.Namespace) -> dict:
         },
         "groundedness_mean": round(statistics.mean(checked), 3) if checked else None,
         "groundedness_n": len(checked),
+        "decisions": decisions(rows),
         "verification": {
             "answers": len(verified),
             "p50_ms": round(1000 * statistics.median([r["verify_seconds"] for r in verified]), 1) if verified else None,

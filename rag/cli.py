@@ -254,6 +254,12 @@ def _answer(rag: RAG, messages: list[dict[str, str]], top_k: int, collection: st
     raise RuntimeError("the answer stream ended without its answer")
 
 
+_VERDICT = {
+    "extractive": "not confident in that answer; the documents say instead",
+    "abstained": "not confident in that answer; no answer in the documents",
+}
+
+
 def _show_answer(answer: Answer, printed: str | None) -> None:
     """The answer (unless it was streamed as it is), the question searched when a follow-up was rewritten, each
     source with the spans that support it, groundedness and token usage."""
@@ -261,8 +267,12 @@ def _show_answer(answer: Answer, printed: str | None) -> None:
         console.print(answer.text, markup=False, highlight=False)
     else:
         console.print()
-        if printed.strip() != answer.text:
+        if answer.kind != "generated" and printed.strip() != answer.text:  # the verdict replaced the model's text
+            console.print(f"[yellow]{_VERDICT[answer.kind]}:[/] {escape(answer.text)}", soft_wrap=True)
+        elif printed.strip() != answer.text:
             console.print(f"[dim]citations checked:[/] {escape(answer.text)}", soft_wrap=True)
+    if answer.confidence is not None:
+        console.print(f"[dim]{answer.kind} answer, confidence {answer.confidence:.2f}[/]")
     if answer.rewritten:
         console.print(f"[dim]searched for: {escape(answer.question)}[/]", soft_wrap=True)
     for s in answer.sources:

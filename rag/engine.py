@@ -359,8 +359,12 @@ class RAG:
         rewriting = None
         if chat.needs_rewrite:
             chat.standalone, rewriting = rewrite(self.llm, chat)
-        hits, mode, answer = self._evidence(chat.standalone, top_k, collection, mode, path_prefix, document_ids,
-                                            retrieved)
+        if retrieved is None:
+            hits, answer = self.evidence(chat.standalone, top_k, collection, mode=mode, path_prefix=path_prefix,
+                                         document_ids=document_ids)
+        else:
+            hits, answer = list(retrieved), None
+        mode = mode or self.settings.synthesis_mode
         reading = None
         if answer is not None:
             if streaming:
@@ -368,7 +372,8 @@ class RAG:
         else:
             reading = order_for_answer(
                 chat.standalone, hits, self.embedder, self.settings.passage_order_dense_weight,
-                reorder=self.settings.order_passages, key_sentences=self.settings.key_sentences,
+                reorder=self.settings.order_passages,
+                key_sentences=max(self.settings.key_sentences, self.settings.extractive_quotes),
                 min_relative_support=self.settings.passage_min_relative_support,
             )
             hits = reading.hits[: reading.shown]
@@ -395,26 +400,27 @@ class RAG:
             answer.usage.prompt_tokens = max(answer.usage.prompt_tokens, rewriting.prompt_tokens)
         return answer
 
-    def _evidence(
+    def evidence(
         self,
         question: str,
-        top_k: int | None,
-        collection: str,
-        mode: str | None,
-        path_prefix: str | None,
-        document_ids: list[int] | None,
-        retrieved: Sequence[Hit] | None = None,
-    ) -> tuple[list[Hit], str, Answer | None]:
-        """Hits (``retrieved``, or retrieved now), the synthesis mode, and the abstention answer when retrieval found
-        nothing relevant — decided before the LLM is even loaded."""
+        top_k: int | None = None,
+        collection: str = "default",
+        *,
+        mode: str | None = None,
+        path_prefix: str | None = None,
+        document_ids: list[int] | None = None,
+    ) -> tuple[list[Hit], Answer | None]:
+        """The one answerability step before the model: the hits for ``question``, and the abstention answer when
+        retrieval found nothing relevant (then the model is not asked, nor even loaded). The API runs it before
+        queueing for the model and passes the hits on (``chat(..., hits=...)``)."""
         from rag.synthesis import abstain, should_abstain
 
-        if retrieved is not None:
-            hits = list(retrieved)
-        else:
-            hits = self.retrieve(question, top_k, collection, path_prefix=path_prefix, document_ids=document_ids)
-        mode = mode or self.settings.synthesis_mode
-        return hits, mode, (abstain(hits, mode, self.settings) if should_abstain(hits, self.settings) else None)
+        hits = self.retrieve(question, top_k, collection, path_prefix=path_prefix, document_ids=document_ids)
+        if not should_abstain(hits, self.settings):
+            return hits, None
+        answer = abstain(hits, mode or self.settings.synthesis_mode, self.settings)
+        answer.question = question
+        return hits, answer
 
     def close(self) -> None:
         """Stop the summary pass (after the call in hand) and release the store; pending summaries stay pending."""

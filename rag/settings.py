@@ -242,6 +242,18 @@ class Settings(BaseSettings):
         default=0.1, ge=0.0, le=1.0, description="How much better (in support score) another shown passage must "
         "support a sentence for a citation that clears citation_min_support to move to it.",
     )
+    min_confidence: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Calibrated confidence (0..1) the model's verified answer needs to "
+        "be shown as an answer; below it the documents' best sentences are quoted, or the service abstains "
+        "(rag/synthesis/decision.py). Needs RAG_VERIFY_CITATIONS.",
+    )
+    extractive_min_support: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Support score (0..1) for the question the best sentence of the "
+        "passages needs to be quoted as an extractive answer; below it the service abstains with the closest passages.",
+    )
+    extractive_quotes: int = Field(
+        default=2, ge=1, le=5, description="Sentences an extractive answer quotes at most.",
+    )
     rewrite_followups: bool = Field(
         default=True, description="Rewrite a chat follow-up that does not stand alone (pronouns, ellipsis) into a "
         "standalone question with one LLM call before retrieval (rag/synthesis/conversation.py).",

@@ -216,6 +216,13 @@ class Source:
     sheet: str | None = None  # xlsx: the sheet where the passage starts
     spans: list[Span] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, hit: Hit, number: int, spans: list[Span]) -> Source:
+        """Passage ``[number]`` of an answer: the retrieved ``hit``, with the spans that support the answer."""
+        return cls(number=number, document=hit.document, document_id=hit.document_id, chunk_id=hit.chunk_id,
+                   position=hit.position, text=hit.text, score=hit.score, kind=hit.kind, page=hit.page,
+                   sheet=hit.sheet, spans=spans)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -250,26 +257,45 @@ class SentenceCheck:
     citations: list[int] = field(default_factory=list)
 
 
+AnswerKind = Literal["generated", "extractive", "abstained"]
+"""Which path an answer took (:mod:`rag.synthesis.decision`): the model's text, verified and confident enough
+(``generated``); the documents' own best sentences, quoted (``extractive``); or no answer, with the closest passages
+(``abstained``)."""
+
+
 @dataclass
 class Answer:
     """``question`` is what was searched and answered: the question, or a follow-up rewritten to stand alone
     (``rewritten``). ``groundedness`` is the share of checked sentences a cited passage supports (None when
-    nothing was checked, e.g. an abstention)."""
+    nothing was checked, e.g. an abstention). ``kind`` says which path the answer took; ``confidence`` is the
+    calibrated probability that the model's own answer was right (what decided the path; 0 when retrieval found
+    nothing relevant and the model was not asked; None with citation verification off), and ``signals`` the
+    evidence it was computed from (:mod:`rag.synthesis.confidence`)."""
 
     text: str
     sources: list[Source] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
-    abstained: bool = False
     mode: str = SynthesisMode.COMPACT.value
     hits: list[Hit] = field(default_factory=list)
     question: str = ""
     rewritten: bool = False
     groundedness: float | None = None
     sentences: list[SentenceCheck] = field(default_factory=list)
+    kind: AnswerKind = "generated"
+    confidence: float | None = None
+    signals: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def abstained(self) -> bool:
+        """No answer was given (``kind == "abstained"``); kept for clients that read this flag."""
+        return self.kind == "abstained"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "text": self.text,
+            "kind": self.kind,
+            "confidence": self.confidence,
+            "signals": self.signals,
             "sources": [s.to_dict() for s in self.sources],
             "usage": self.usage.to_dict(),
             "abstained": self.abstained,

@@ -64,7 +64,8 @@ def abstain(
             max_new_tokens=settings.max_new_tokens if settings is not None else 0,
             chunks_dropped=len(hits),
         ),
-        abstained=True,
+        kind="abstained",
+        confidence=0.0,
         mode=str(mode),
         hits=list(hits),
     )

@@ -17,6 +17,7 @@ from rag.budget import Passage
 from rag.synthesis import compact, refine, tree_summarize
 from rag.synthesis.abstention import abstain, model_abstained, should_abstain
 from rag.synthesis.citations import clean_citations, parse_citations
+from rag.synthesis.decision import decide
 from rag.synthesis.passage_order import KeySentence
 from rag.synthesis.prompts import hits_to_passages
 from rag.synthesis.run import Run
@@ -46,23 +47,7 @@ def _mode(mode: str | None, settings: Settings) -> SynthesisMode:
 
 def _sources(numbers: list[int], hits: Sequence[Hit], spans: dict[int, list[Span]]) -> list[Source]:
     """Source ``n`` is hit ``n`` (passages are numbered by rank from 1), with the spans that support its citations."""
-    return [
-        Source(
-            number=n,
-            document=h.document,
-            document_id=h.document_id,
-            chunk_id=h.chunk_id,
-            position=h.position,
-            text=h.text,
-            score=h.score,
-            kind=h.kind,
-            page=h.page,
-            sheet=h.sheet,
-            spans=spans.get(n, []),
-        )
-        for n in numbers
-        for h in (hits[n - 1],)
-    ]
+    return [Source.of(hits[n - 1], n, spans.get(n, [])) for n in numbers]
 
 
 def _answer(
@@ -89,7 +74,7 @@ def _answer(
         return abstention
 
     run = Run(llm=llm, settings=settings, max_new_tokens=max_new_tokens or settings.max_new_tokens, history=history,
-              key_sentences=key_sentences)
+              key_sentences=key_sentences[: settings.key_sentences])
     raw = yield from STRATEGIES[chosen](run, question, hits_to_passages(hits), streaming)
     shown = set(run.shown)
     text = clean_citations(raw, shown).strip()
@@ -116,11 +101,14 @@ def _answer(
         history_messages=len(history) - run.history_dropped,
         history_dropped=run.history_dropped,
     )
-    return Answer(
-        text=text, sources=_sources(numbers, hits, verified.spans), usage=usage, abstained=abstained,
-        mode=chosen.value, hits=list(hits), question=question, groundedness=verified.groundedness,
-        sentences=verified.sentences,
+    answer = Answer(
+        text=text, sources=_sources(numbers, hits, verified.spans), usage=usage,
+        kind="abstained" if abstained else "generated", mode=chosen.value, hits=list(hits), question=question,
+        groundedness=verified.groundedness, sentences=verified.sentences,
     )
+    if embedder is None or not settings.verify_citations:  # nothing verified: nothing to decide on
+        return answer
+    return decide(answer, hits, key_sentences, run.token_logprobs, settings)
 
 
 def synthesize(
@@ -139,8 +127,10 @@ def synthesize(
     """Answer ``question`` from ``hits`` (in rank order) with ``mode`` (default ``settings.synthesis_mode``).
 
     With ``apply_abstention`` (default) the abstention rule is applied first, so callers need not check it themselves.
-    ``history`` (earlier chat messages) fills the room the passages leave; with ``embedder`` the citations are verified;
-    ``key_sentences`` (numbered as ``hits``) are quoted before the question in ``compact`` mode.
+    ``history`` (earlier chat messages) fills the room the passages leave; with ``embedder`` the citations are verified
+    and the answer decided (:mod:`~rag.synthesis.decision`); ``key_sentences`` (numbered as ``hits``, best first) are
+    what an extractive answer quotes, and the first ``settings.key_sentences`` are quoted before the question in
+    ``compact`` mode.
     """
     gen = _answer(question, hits, llm, settings, mode, False, max_new_tokens, apply_abstention, history, embedder,
                   key_sentences)

@@ -54,11 +54,14 @@ from rag.types import Hit
 
 @dataclass(frozen=True)
 class KeySentence:
-    """A sentence of passage ``[number]`` (numbered in reading order) that answers the question well."""
+    """A sentence of passage ``[number]`` (numbered in reading order) that answers the question well; ``start`` and
+    ``end`` place it in the passage's text."""
 
     number: int
     text: str
     score: float
+    start: int = 0
+    end: int = 0
 
 
 @dataclass
@@ -111,7 +114,7 @@ def order_for_answer(
     order = np.lexsort((np.arange(len(hits)), -rank, ~kept))  # shown first, then by rank, ties in retrieval's order
     number = {int(old) + 1: new + 1 for new, old in enumerate(order)}
     quoted = [
-        KeySentence(number[candidates[i].number], candidates[i].text.strip(), round(float(scores[i]), 4))
-        for i in np.argsort(-scores, kind="stable") if kept[candidates[i].number - 1]
+        KeySentence(number[c.number], c.text.strip(), round(float(scores[i]), 4), c.start, c.end)
+        for i in np.argsort(-scores, kind="stable") if kept[(c := candidates[i]).number - 1]
     ][:key_sentences]
     return Reading([hits[i] for i in order], quoted, int(kept.sum()))

@@ -39,6 +39,7 @@ class Run:
     max_prompt: int = 0
     completion: int = 0
     shown: dict[int, bool] = field(default_factory=dict)  # passage number → truncated in any call
+    token_logprobs: list[float] = field(default_factory=list)  # of the last call's tokens, where the runtime gives them
 
     def note_prompt(self, prompt: BudgetedPrompt) -> None:
         """Remember which sources the model saw (citations are valid only for these) and which were cut."""
@@ -57,6 +58,7 @@ class Run:
         return gen
 
     def record(self, gen: Generation) -> None:
+        self.token_logprobs = list(gen.token_logprobs)
         self.calls += 1
         self.max_prompt = max(self.max_prompt, gen.prompt_tokens)
         self.completion += gen.completion_tokens

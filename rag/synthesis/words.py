@@ -13,6 +13,7 @@ import re
 # "3.5" and "e.g.x" do not end one; "U.S. Army" does, which costs a check at worst.
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s*\[\d+(?:\s*,\s*\d+)*\])*(?=\s|$)|\n+")
 _WORD = re.compile(r"\w+")
+_NUMBER = re.compile(r"\d(?:[\d,.]*\d)?")
 STOPWORDS = frozenset({
     "a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be",
     "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do",
@@ -57,3 +58,8 @@ def content_words(text: str) -> set[str]:
             continue
         words.add(word if word.isdigit() else word[:5])
     return words
+
+
+def numbers(text: str) -> frozenset[str]:
+    """The numbers written in digits in ``text``, thousands separators removed ("1,500" and "1500" meet)."""
+    return frozenset(match.group(0).replace(",", "") for match in _NUMBER.finditer(text))

@@ -76,8 +76,9 @@ async function ask() {
         }
       });
     if (!turn.result) throw new ApiError(0, "The connection closed before the answer was complete.");
-    turn.text = turn.result.text ?? turn.text; // its citations checked: they may point elsewhere than streamed
-    renderAnswer(answer, answerText, turn);
+    const streamed = turn.text;
+    turn.text = turn.result.text ?? turn.text; // its citations checked, and the verdict applied (kind)
+    renderAnswer(answer, answerText, turn, streamed);
     turns.push({ question, text: turn.text });
   } catch (error) {
     answer.classList.add(error.name === "AbortError" ? "stopped" : "failed");
@@ -107,23 +108,37 @@ function recentHistory() {
   return history;
 }
 
-function renderAnswer(answer, answerText, turn) {
-  const { sources, abstained, usage, rewritten, question, groundedness } = turn.result;
+// What the service did with the model's answer (``kind``): shown as it was written, replaced by the documents' own
+// sentences, or no answer at all. A replaced answer says so, since its first words were streamed on screen.
+const VERDICTS = {
+  generated: { who: "Answer", note: "" },
+  extractive: { who: "Quoted from the documents",
+    note: "The model's answer was not supported well enough to show; these are the documents' own words." },
+  abstained: { who: "No answer in the documents", note: "" },
+};
+
+function renderAnswer(answer, answerText, turn, streamed) {
+  const { sources, kind, confidence, usage, rewritten, question, groundedness } = turn.result;
   const byNumber = new Map(sources.map((s) => [s.number, s]));
-  if (abstained) {
-    answer.classList.add("abstained");
-    answer.querySelector(".who").textContent = "No answer in the documents";
-  }
+  const verdict = VERDICTS[kind] ?? VERDICTS.generated;
+  answer.classList.add(kind);
+  answer.dataset.kind = kind;
+  answer.querySelector(".who").textContent = verdict.who;
   answerText.replaceChildren(...linkCitations(turn, byNumber));
+  if (kind !== "generated" && streamed.trim() && streamed.trim() !== turn.text) {
+    answer.append(el("p", { className: "note verdict", textContent: verdict.note
+      || "The model's answer was not supported by the documents, so it is not shown." }));
+  }
   if (sources.length) {
     answer.append(el("p", { className: "sources-title", textContent: "Sources" }),
       el("ol", { className: "sources" }, sources.map((source) => sourceItem(source, turn))));
   }
   if (rewritten) answer.append(el("p", { className: "meta", textContent: `Searched for: ${question}` }));
   const checked = groundedness == null ? "" : ` · ${Math.round(groundedness * 100)}% of sentences supported`;
+  const sure = confidence == null ? "" : ` · confidence ${Math.round(confidence * 100)}%`;
   answer.append(el("p", {
     className: "meta",
-    textContent: `${usage.completion_tokens} tokens written · ${usage.chunks_used} passages read${checked}`,
+    textContent: `${usage.completion_tokens} tokens written · ${usage.chunks_used} passages read${checked}${sure}`,
   }));
 }
 

