@@ -144,10 +144,11 @@ class DecisionProbe:
         self._decide = answering.decide
         answering.decide = self._probed
 
-    def _probed(self, answer: Answer, hits: list[Hit], quotes: list[Any], logprobs: list[float], settings: Any) -> Any:
+    def _probed(self, answer: Answer, hits: list[Hit], quotes: list[Any], logprobs: list[float], settings: Any,
+                abstention: float | None = None) -> Any:
         self.record = {"generated": answer.text, "model_abstained": answer.kind == "abstained",
                        "quotes": [[q.text, q.score] for q in quotes], "token_logprobs": [round(x, 4) for x in logprobs]}
-        return self._decide(answer, hits, quotes, logprobs, settings)
+        return self._decide(answer, hits, quotes, logprobs, settings, abstention)
 
     def reset(self) -> None:
         self.record = {}

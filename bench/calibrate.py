@@ -33,7 +33,8 @@ import numpy as np
 from _common import DATA, REPO, read_jsonl  # first: sets the offline env, puts the repo on sys.path
 from answers import contains
 
-FEATURES = ("retrieval", "question_support", "groundedness", "claim_support", "token_logprob")
+FEATURES = ("retrieval", "question_support", "groundedness", "claim_support", "token_logprob", "abstention_unlikely")
+MODEL_FEATURES = ("token_logprob", "abstention_unlikely")  # absent where the runtime gives no probabilities
 CALIBRATION_ARTICLES = ("Computational_complexity_theory", "Sky_(United_Kingdom)")
 BINS = 10
 
@@ -160,7 +161,8 @@ def main() -> None:
     report: dict[str, Any] = {"rows": len(rows), "calibration_rows": len(calib), "held_out_rows": len(held)}
 
     fits = {}
-    for name, features in (("with_logprobs", FEATURES), ("without_logprobs", FEATURES[:-1])):
+    without = tuple(f for f in FEATURES if f not in MODEL_FEATURES)
+    for name, features in (("with_logprobs", FEATURES), ("without_logprobs", without)):
         usable = [r for r in calib if not r["model_abstained"]
                   and (name == "without_logprobs" or r["signals"].get("token_logprob") is not None)]
         intercept, weights = fit(usable, features)

@@ -23,6 +23,11 @@ Why it is shaped this way:
   document's most central sentences with the embedder (:mod:`ingest.extractive`, state ``extractive``), seconds
   where the LLM takes minutes on a CPU, and a later ``llm`` run replaces it. The background pass
   (:mod:`ingest.summary_pass`) decides which to run when.
+- **An LLM summary is held to the answer's rule** (:mod:`rag.synthesis.decision`): it is kept only when every
+  sentence is supported by the text the model read (the verifier's scorer, ``settings.citation_min_support``) and
+  it names the document's most distinctive name (the first key term of the extractive summary,
+  :func:`ingest.extractive.key_terms`); otherwise the extractive summary is stored instead, with state ``rejected``
+  and the reason in ``summary_error``. The prompt gives the model those names, so it can use them.
 - Documents are summarised ``concurrency`` at a time, each in a thread of its own: a server such as vLLM batches
   concurrent requests, and a local model (CPU or CUDA) gathers the threads' calls into one batched decode
   (``rag.models.micro_batch``, ``rag.models.batched_decode``).
@@ -45,7 +50,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
-from ingest.extractive import CollectionSample, extractive_summary
+from ingest.extractive import CollectionSample, extractive_summary, key_terms
 from rag.budget import BudgetedPrompt, Passage, budget_prompt
 from rag.models.embedder import Embedder, check_same_embedder
 from rag.models.llm import LLM
@@ -53,6 +58,7 @@ from rag.settings import Settings
 from rag.store.indexes import decode_vector, encode_vector
 from rag.store.schema import Chunk, Collection, Document
 from rag.store.store import Changes, Store
+from rag.synthesis.verify import text_sentences, unsupported_claims
 from rag.types import Cancelled, ProgressFn
 
 log = logging.getLogger(__name__)
@@ -61,7 +67,7 @@ SYSTEM = "You write short, factual summaries of documents. Use only what the tex
 
 DOCUMENT_TEMPLATE = (
     "Summarize the document below in at most {words} words. Say what kind of document it is, what it is about, "
-    "and its key facts (names, dates, figures). Write plain prose, without a preamble.\n\n"
+    "and its key facts (names, dates, figures). {names}Write plain prose, without a preamble.\n\n"
     "Document: {title}\n\n{context}"
 )
 PART_TEMPLATE = (
@@ -70,10 +76,12 @@ PART_TEMPLATE = (
 )
 COMBINE_TEMPLATE = (
     "Below are summaries of consecutive parts of the document {title}. Combine them into one summary of the whole "
-    "document in at most {words} words: what kind of document it is, what it is about, and its key facts. Write "
-    "plain prose, without a preamble.\n\n{context}"
+    "document in at most {words} words: what kind of document it is, what it is about, and its key facts. {names}"
+    "Write plain prose, without a preamble.\n\n{context}"
 )
 
+NAMES_IN_PROMPT = 3
+"""Distinctive names (extractive key terms) the LLM summary prompt asks the model to use."""
 CENTRE_SAMPLE = 2000
 """Chunks sampled for what the collection's documents share (extractive summaries)."""
 MAX_TITLE_CHARS = 200
@@ -163,7 +171,7 @@ def _bulleted(passage: Passage, text: str) -> str:
 Method = Literal["llm", "extractive"]
 """``llm`` or ``extractive``; see the module docstring."""
 
-_STATE = {"llm": "done", "extractive": "extractive"}
+_STATE = {"llm": "done", "extractive": "extractive", "rejected": "rejected"}
 _TODO = {"llm": ("pending", "none", "extractive"), "extractive": ("pending", "none")}
 """The states each method writes, and those it takes up when no documents are named."""
 
@@ -221,7 +229,7 @@ class Summarizer:
         def one(doc_id: int) -> tuple[bool | None, str]:
             if should_cancel is not None and should_cancel():
                 raise Cancelled(f"cancelled after {finished} of {len(todo)} summaries")
-            source = self._load(doc_id, with_vectors=method == "extractive")
+            source = self._load(doc_id, with_vectors=True)
             if source is None:
                 return None, ""  # deleted or failed since it was selected
             # LLM summaries are background work wherever they run: on a local model they give way to answers, and
@@ -229,7 +237,7 @@ class Summarizer:
             with nullcontext() if method == "extractive" else self.llm.background(should_cancel):
                 return self._one(coll, source, method, should_cancel, sample), source.path
 
-        sample = self._collection_sample(coll) if method == "extractive" and todo else None
+        sample = self._collection_sample(coll) if todo else None
         workers = 1 if method == "extractive" else self.concurrency
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="summary") as pool:
@@ -247,11 +255,13 @@ class Summarizer:
                 self._save_index(coll)
         return counts[True], counts[False]
 
-    def summarize_text(self, title: str, segments: list[str], should_cancel: Callable[[], bool] | None = None) -> str:
-        """One document's summary from its text segments: one call when it fits, else map-reduce."""
-        fields = {"title": title[:MAX_TITLE_CHARS], "words": str(self.words)}
-        if self.max_input_tokens is not None:
-            segments = self._lead(segments, self.max_input_tokens)
+    def summarize_text(self, title: str, segments: list[str], should_cancel: Callable[[], bool] | None = None,
+                       names: Sequence[str] = ()) -> str:
+        """One document's summary from its text segments (the lead of them, with ``max_input_tokens``): one call
+        when it fits, else map-reduce. ``names`` (its distinctive names) are given to the model to use."""
+        named = f"Name it by {', '.join(names[:NAMES_IN_PROMPT])}. " if names else ""
+        fields = {"title": title[:MAX_TITLE_CHARS], "words": str(self.words), "names": named}
+        segments = self.read_segments(segments)
         passages = [Passage(n, text) for n, text in enumerate(segments, start=1)]
         whole = self._budget(DOCUMENT_TEMPLATE, fields, passages, 0)
         if whole.next_index == len(passages) and not whole.truncated:
@@ -267,6 +277,10 @@ class Summarizer:
             start = prompt.next_index
         log.debug("summary of %s: %d segments mapped into %d partial summaries", title, len(passages), len(partials))
         return self._final(self._reduce([p for p in partials if p], fields, should_cancel))
+
+    def read_segments(self, segments: list[str]) -> list[str]:
+        """What an LLM summary reads of a document's segments: the lead with ``max_input_tokens``, else all."""
+        return segments if self.max_input_tokens is None else self._lead(segments, self.max_input_tokens)
 
     def _lead(self, segments: list[str], max_tokens: int) -> list[str]:
         """The segments that make up the first ``max_tokens`` model tokens of the text (the last one cut)."""
@@ -342,24 +356,44 @@ class Summarizer:
         try:
             if not source.segments:
                 raise SummaryError("the document has no text to summarise")
+            kind: str = method
+            problem: str | None = None
             if method == "extractive":
-                dim = self.embedder.dim
-                vectors = np.stack([decode_vector(v, dim) for v in source.vectors])
-                summary = extractive_summary(source.title, source.texts, vectors, self.embedder, self.words, sample)
+                summary = self._extractive(source, sample)
             else:
-                summary = self.summarize_text(source.title, source.segments, should_cancel)
+                names = key_terms(source.texts, sample)
+                summary = self.summarize_text(source.title, source.segments, should_cancel, names)
+                problem = self.unsupported(summary, self.read_segments(source.segments), names)
+                if problem:
+                    log.info("LLM summary of %s not kept: %s", source.path, problem)
+                    summary, kind = self._extractive(source, sample), "rejected"
             vector = self.embedder.embed([summary])[0]
         except Cancelled:
             raise
         except Exception as exc:  # noqa: BLE001 - one document's failure (model, budget, embedder) must not stop the rest
             log.warning("summary of %s failed: %s", source.path, exc)
             return False if self._commit_failure(coll, source, f"{type(exc).__name__}: {exc}") else None
-        if not self._commit(coll, source, summary, vector, method):
+        if not self._commit(coll, source, summary, vector, kind, problem):
             log.info("%s changed while it was summarised; its summary waits for the new content", source.path)
             return None
-        log.info("summarised %s (%s) in %.1fs (%d words)", source.path, method, time.monotonic() - started,
+        log.info("summarised %s (%s) in %.1fs (%d words)", source.path, kind, time.monotonic() - started,
                  len(summary.split()))
         return True
+
+    def _extractive(self, source: _Source, sample: CollectionSample | None) -> str:
+        vectors = np.stack([decode_vector(v, self.embedder.dim) for v in source.vectors])
+        return extractive_summary(source.title, source.texts, vectors, self.embedder, self.words, sample)
+
+    def unsupported(self, summary: str, read: Sequence[str], names: Sequence[str]) -> str | None:
+        """Why an LLM ``summary`` of the text ``read`` is not kept (None: it is): a sentence the text does not
+        support, or the document's most distinctive name (``names[0]``) missing."""
+        if names and names[0].lower() not in summary.lower():
+            return f"it does not name {names[0]}"
+        candidates = [c for segment in read for c in text_sentences(segment)]
+        claims = unsupported_claims(summary, candidates, self.embedder, self.settings.citation_min_support)
+        if claims:
+            return f"{len(claims)} of its sentences are not supported by the document, e.g. “{claims[0][:160]}”"
+        return None
 
     def _budget(
         self, template: str, fields: dict[str, str], passages: list[Passage], start: int, *, bulleted: bool = False
@@ -419,10 +453,13 @@ class Summarizer:
         return summary
 
     # --- commits -------------------------------------------------------------------------------------
-    def _commit(self, coll: Collection, source: _Source, summary: str, vector: np.ndarray, method: Method) -> bool:
-        """Store the summary and replace the document's summary chunk, unless the document changed meanwhile."""
+    def _commit(self, coll: Collection, source: _Source, summary: str, vector: np.ndarray, kind: str,
+                note: str | None = None) -> bool:
+        """Store the summary (``kind``: a method, or ``rejected`` for the extractive summary that stands in for an
+        LLM one not kept, ``note`` saying why) and replace the document's summary chunk, unless the document
+        changed meanwhile."""
         token_count = self.embedder.count_tokens(summary)
-        model = self.model_name if method == "llm" else f"extractive:{self.embedder.name}"
+        model = self.model_name if kind == "llm" else f"extractive:{self.embedder.name}"
 
         def work(s: Session, changes: Changes) -> bool:
             doc = s.get(Document, source.doc_id)
@@ -442,7 +479,7 @@ class Summarizer:
                 embedding=encode_vector(vector),
             )
             s.add(row)
-            doc.summary, doc.summary_model, doc.summary_state, doc.summary_error = summary, model, _STATE[method], None
+            doc.summary, doc.summary_model, doc.summary_state, doc.summary_error = summary, model, _STATE[kind], note
             flag_modified(doc, "updated_at")  # kept as it is: a summary is not a new version (jobs go by this time)
             s.flush()
             changes.removed.extend(old)

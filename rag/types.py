@@ -49,7 +49,10 @@ def utcnow() -> datetime:
 
 
 FileStatus = Literal["added", "updated", "unchanged", "removed", "failed", "skipped"]
-SummaryState = Literal["none", "pending", "extractive", "done", "failed"]
+SummaryState = Literal["none", "pending", "extractive", "done", "rejected", "failed"]
+"""A document's summary: ``extractive`` (its central sentences, an LLM summary may follow), ``done`` (the LLM's,
+verified against the document), ``rejected`` (the LLM's was not supported by the document or missed its names: the
+extractive one stays, and ``summary_error`` says why), ``failed`` (no summary could be written)."""
 
 
 @dataclass
@@ -173,7 +176,7 @@ class DocumentInfo:
     summary: str | None
     summary_state: SummaryState
     summary_model: str | None
-    summary_error: str | None  # why the last summary attempt failed, when summary_state is 'failed'
+    summary_error: str | None  # why the last summary attempt failed (state 'failed') or was not kept ('rejected')
     updated_at: str
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,19 +18,22 @@ from rag.synthesis.passage_order import KeySentence
 from rag.types import Answer, Hit, SentenceCheck
 from tests.conftest import PASSAGES, make_hits, write_files
 
-STRONG = Signals(retrieval=0.7, question_support=0.8, groundedness=1.0, claim_support=0.8, token_logprob=-0.2)
-WEAK = Signals(retrieval=0.35, question_support=0.3, groundedness=0.0, claim_support=0.2, token_logprob=-2.5)
+STRONG = Signals(retrieval=0.7, question_support=0.8, groundedness=1.0, claim_support=0.8, token_logprob=-0.2,
+                 abstention_unlikely=4.0)
+WEAK = Signals(retrieval=0.35, question_support=0.3, groundedness=0.0, claim_support=0.2, token_logprob=-2.5,
+               abstention_unlikely=0.3)
 
 
 def test_confidence_is_monotone_in_every_signal() -> None:
     for calibration in (WITH_LOGPROBS, WITHOUT_LOGPROBS):
         assert all(w > 0 for w in calibration.weights.values()), "a signal that lowers confidence as it grows"
-    for name in ("retrieval", "question_support", "groundedness", "claim_support", "token_logprob"):
+    for name in ("retrieval", "question_support", "groundedness", "claim_support", "token_logprob",
+                 "abstention_unlikely"):
         more = dataclasses.replace(WEAK, **{name: getattr(STRONG, name)})
         assert confidence(more) > confidence(WEAK), name
     assert 0.0 <= confidence(WEAK) < confidence(STRONG) <= 1.0
-    assert confidence(dataclasses.replace(STRONG, token_logprob=None)) > confidence(
-        dataclasses.replace(WEAK, token_logprob=None))
+    assert confidence(dataclasses.replace(STRONG, token_logprob=None, abstention_unlikely=None)) > confidence(
+        dataclasses.replace(WEAK, token_logprob=None, abstention_unlikely=None))
 
 
 def _answer(text: str, supported: bool) -> Answer:

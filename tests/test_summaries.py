@@ -16,14 +16,17 @@ from sqlalchemy import select
 import rag.models
 from ingest.chunking import Chunker
 from ingest.pipeline import Cancelled
-from ingest.summaries import COMBINE_TEMPLATE, PART_TEMPLATE, clean_summary, deduplicated_segments
+from ingest.summaries import COMBINE_TEMPLATE, PART_TEMPLATE, Summarizer, clean_summary, deduplicated_segments
 from rag import RAG
 from rag.models.llm import Generation
 from rag.store.schema import Chunk
 from tests.conftest import SHARED_DATA, SMALL_LLM, write_files
 
 WINDOW = 1024
-SETTINGS = {"llm_model": SMALL_LLM, "context_window": WINDOW, "summary_max_new_tokens": 48, "summary_method": "llm"}
+# The lifecycle tests keep every LLM summary (support 0 is enough): the 135M model's are rarely supported, and what
+# the rule does with them is tested on its own (test_an_unsupported_llm_summary_gives_way_to_the_extractive_one).
+SETTINGS = {"llm_model": SMALL_LLM, "context_window": WINDOW, "summary_max_new_tokens": 48, "summary_method": "llm",
+            "citation_min_support": 0.0}
 
 SHORT_DOCS = {
     "volcanoes.md": "# Volcanoes\n\nA volcano is an opening in the Earth's crust through which molten rock, ash and "
@@ -54,6 +57,7 @@ class RecordingLLM:
         self.llm: Any = None  # the real model, loaded by the first engine that asks for it
         self.requests: list[tuple[int, int, str]] = []  # (prompt tokens, max_new_tokens, user message)
         self.fail_when: str | None = None
+        self.say: str | None = None  # the model's text replaced by this (an invented summary), the call still made
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.llm, name)
@@ -62,7 +66,10 @@ class RecordingLLM:
         self.requests.append((self.llm.count_messages(messages), max_new_tokens, messages[-1]["content"]))
         if self.fail_when is not None and self.fail_when in messages[-1]["content"]:
             raise ConnectionError("model server unavailable")
-        return self.llm.generate(messages, max_new_tokens=max_new_tokens, **kwargs)
+        generation = self.llm.generate(messages, max_new_tokens=max_new_tokens, **kwargs)
+        if self.say is not None:
+            generation.text, generation.finish_reason = self.say, "stop"
+        return generation
 
 
 @pytest.fixture
@@ -219,6 +226,35 @@ def test_failures_are_recorded_and_runs_resume(
     assert engine.summarize(documents=[volcano.id], force=True) == (1, 0)
     assert len(_summary_chunks(engine)) == 3
     _assert_index_follows_sql(engine)
+
+
+def test_an_unsupported_llm_summary_gives_way_to_the_extractive_one(
+    make_rag: Callable[..., RAG], data_dir: Path, llm: RecordingLLM, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    write_files(docs, SHORT_DOCS)
+    engine = make_rag(data_dir, **{**SETTINGS, "citation_min_support": 0.5})
+    engine.ingest(docs)
+    volcano = engine.document(str(docs / "volcanoes.md"))
+    llm.say = "Mount Etna erupted in 1850 and destroyed the city of Rome, killing 40,000 people."
+    assert engine.summarize(documents=[volcano.id]) == (1, 0)
+    kept = engine.document(volcano.id)
+    assert kept.summary_state == "rejected" and "not supported" in (kept.summary_error or "")
+    assert "Rome" not in kept.summary and kept.summary_model.startswith("extractive:")
+    assert "Mount Etna in Sicily" in kept.summary  # the document's own sentences stand instead
+    assert _summary_chunks(engine)[volcano.id][1] == kept.summary  # and are what retrieval indexes
+    assert engine.summarize() == (0, 0)  # not retried by a plain run (a forced one may)
+
+    llm.say = "This text explains volcanoes: molten rock, ash and gases escape through an opening in the crust."
+    assert engine.summarize(documents=[volcano.id], force=True) == (1, 0)
+    done = engine.document(volcano.id)
+    assert done.summary_state == "done" and done.summary == llm.say and done.summary_error is None
+
+    # The rule on its own: the distinctive name first, then each sentence against the text the model read.
+    check = Summarizer(engine.store, engine.embedder, engine.llm, engine.settings)
+    text = [SHORT_DOCS["volcanoes.md"]]
+    assert check.unsupported("Volcanoes let molten rock and gases escape.", text, ["Etna"]) == "it does not name Etna"
+    assert check.unsupported("Mount Etna is an active volcano in Sicily.", text, ["Etna"]) is None
 
 
 def test_segments_rebuild_the_text_without_overlaps(make_rag: Callable[..., RAG], data_dir: Path) -> None:

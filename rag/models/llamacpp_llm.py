@@ -85,15 +85,17 @@ class LlamaCppLLM(LLM):
     def _generation(self, out: Decoded, prompt_tokens: int) -> Generation:
         text = self.weights.detokenize(out.tokens).decode("utf-8", "replace")
         completion = len(out.tokens) + out.ended_by_eog  # the end token was generated too, as transformers counts
-        return Generation(text, prompt_tokens, completion, out.finish, token_logprobs=out.logprobs)
+        return Generation(text, prompt_tokens, completion, out.finish, token_logprobs=out.logprobs,
+                          alternative_logprob=out.alternative_logprob)
 
     def generate(
-        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
+        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+        alternative: str | None = None,
     ) -> Generation:
         ids = self._prompt(messages, max_new_tokens)
         if temperature <= 0 and self.gate.in_background():  # summaries: decoded together
             return self._generation(self._background_batches((ids, max_new_tokens)), len(ids))
-        request = Request(ids, max_new_tokens)
+        request = Request(ids, max_new_tokens, alternative=self._alternative(alternative))
         out = self.gate.run(lambda: self.weights.run("foreground", [request], Sampling(temperature, top_p))[0])
         return self._generation(out, len(ids))
 
@@ -103,13 +105,18 @@ class LlamaCppLLM(LLM):
         return self.gate.run(lambda: self.weights.run("background", requests, GREEDY))
 
     def stream(
-        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
+        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+        alternative: str | None = None,
     ) -> TextStream:
         # Validate before returning so an over-long request fails at the call, not at the first next().
         ids = self._prompt(messages, max_new_tokens)
-        return TextStream(self._stream(ids, max_new_tokens, Sampling(temperature, top_p)))
+        return TextStream(self._stream(ids, max_new_tokens, Sampling(temperature, top_p), self._alternative(alternative)))
 
-    def _stream(self, ids: list[int], max_new_tokens: int, sampling: Sampling) -> Generator[str, None, Generation]:
+    def _alternative(self, text: str | None) -> list[int]:
+        return self.tokens.encode(text) if text else []
+
+    def _stream(self, ids: list[int], max_new_tokens: int, sampling: Sampling,
+                alternative: list[int]) -> Generator[str, None, Generation]:
         pieces: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         stop = threading.Event()
         text = TextPieces(self.weights)
@@ -124,7 +131,8 @@ class LlamaCppLLM(LLM):
             try:
                 if stop.is_set():  # the consumer stopped before the model thread got to this call
                     return None
-                out = self.weights.run("foreground", [Request(ids, max_new_tokens, on_token)], sampling)[0]
+                request = Request(ids, max_new_tokens, on_token, alternative=alternative)
+                out = self.weights.run("foreground", [request], sampling)[0]
                 if tail := text.flush():
                     pieces.put(tail)
                 return out

@@ -56,20 +56,27 @@ def missing_reason() -> str | None:
 
 
 def _lib() -> Any:
-    """The llama_cpp bindings, initialised once and quiet (its log goes to stderr unless told otherwise)."""
+    """The llama_cpp bindings, initialised once, their log sent to this module's logger (it writes to stderr
+    otherwise: every tensor of a model load)."""
     import llama_cpp
 
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    global _log_callback
     with _init_lock:
-        global _initialised
-        if not _initialised:
+        if _log_callback is None:
+            _log_callback = llama_cpp.llama_log_callback(_forward_log)
+            llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
             llama_cpp.llama_backend_init()
-            _initialised = True
     return llama_cpp
 
 
+def _forward_log(level: int, text: bytes, _user_data: Any) -> None:
+    """llama.cpp's log lines at DEBUG, its errors (GGML_LOG_LEVEL_ERROR, 4) at WARNING: they describe the model
+    and its buffers; what matters to a user (a load that failed, a context not made) is raised as an error here."""
+    log.log(logging.WARNING if level == 4 else logging.DEBUG, "llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+
+
 _init_lock = threading.Lock()
-_initialised = False
+_log_callback: Any = None  # kept referenced: llama.cpp calls it for the life of the process
 
 
 def _has_amx(lib: Any) -> bool:
@@ -102,6 +109,7 @@ class Request:
     max_new_tokens: int
     on_token: Callable[[int], bool] | None = None
     min_new_tokens: int = 0  # end-of-generation tokens are passed over before this many (as transformers' option)
+    alternative: Sequence[int] = ()  # a continuation of the prompt to score too (Decoded.alternative_logprob)
 
 
 @dataclass
@@ -114,6 +122,7 @@ class Decoded:
     finish: str = "length"
     done: bool = False
     ended_by_eog: bool = False
+    alternative_logprob: float | None = None  # mean log probability per token of Request.alternative
 
 
 def pick(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> tuple[int, float]:
@@ -134,6 +143,12 @@ def pick(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> tu
         else:
             token = int(rng.choice(len(probs), p=probs))
     return token, float(shifted[token]) - log_z
+
+
+def _logprob(logits: np.ndarray, token: int) -> float:
+    """``token``'s log probability under these logits (temperature 1)."""
+    top = float(logits.max())
+    return float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
 
 
 class _Context:
@@ -248,7 +263,8 @@ class GGUFModel:
         answers between any two (a background call raises :class:`rag.types.Cancelled` there once cancelled)."""
         if any(not r.ids for r in requests):
             raise ValueError("an empty prompt cannot be generated from")
-        ctx = self._context(role, len(requests), max(len(r.ids) + r.max_new_tokens for r in requests))
+        ctx = self._context(role, len(requests),
+                            max(len(r.ids) + max(r.max_new_tokens, len(r.alternative)) for r in requests))
         ctx.clear()
         results = [Decoded(done=r.max_new_tokens <= 0) for r in requests]
         for seq, (request, result) in enumerate(zip(requests, results, strict=True)):
@@ -259,7 +275,10 @@ class GGUFModel:
                 self.gate.pause_point()
                 chunk = ids[start : start + PREFILL_BATCH]
                 ctx.decode([(t, start + j, seq, start + j == len(ids) - 1) for j, t in enumerate(chunk)])
-            self._accept(request, result, *self._pick(request, result, ctx.logits(-1, self.n_vocab), sampling))
+            logits = ctx.logits(-1, self.n_vocab)
+            if request.alternative:
+                result.alternative_logprob = _logprob(logits, request.alternative[0])
+            self._accept(request, result, *self._pick(request, result, logits, sampling))
         live = [seq for seq, result in enumerate(results) if not result.done]
         while live:
             self.gate.pause_point()
@@ -269,7 +288,22 @@ class GGUFModel:
                 self._accept(requests[s], results[s],
                              *self._pick(requests[s], results[s], ctx.logits(index, self.n_vocab), sampling))
             live = [s for s in live if not results[s].done]
+        for seq, (request, result) in enumerate(zip(requests, results, strict=True)):
+            if len(request.alternative) > 1 and result.alternative_logprob is not None:
+                self._score_alternative(ctx, seq, request, result)
         return results
+
+    def _score_alternative(self, ctx: _Context, seq: int, request: Request, result: Decoded) -> None:
+        """The mean log probability of ``request.alternative`` as the continuation of the prompt: the answer's
+        tokens are dropped from the cache and the alternative's run in one batch (about one decode step's time)."""
+        start = len(request.ids)
+        self._lib.llama_memory_seq_rm(ctx.memory, seq, start, -1)
+        alternative = list(request.alternative)
+        ctx.decode([(t, start + j, seq, True) for j, t in enumerate(alternative[:-1])])
+        total = result.alternative_logprob or 0.0
+        for j, token in enumerate(alternative[1:]):
+            total += _logprob(ctx.logits(j, self.n_vocab), token)
+        result.alternative_logprob = total / len(alternative)
 
     def _pick(self, request: Request, result: Decoded, logits: np.ndarray, sampling: Sampling) -> tuple[int, float]:
         token, logprob = pick(logits, sampling, self._rng)

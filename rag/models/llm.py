@@ -38,6 +38,9 @@ class Generation:
     # The log probability of each generated token under the model, where the backend gives them (llama.cpp): what
     # the answer's confidence reads of the model's own certainty. Empty elsewhere.
     token_logprobs: list[float] = field(default_factory=list)
+    # The mean log probability per token of the ``alternative`` continuation the caller asked about (e.g. "The
+    # documents do not contain"), scored from the same prompt; None where the backend cannot score one.
+    alternative_logprob: float | None = None
 
 
 class TextStream(Iterator[str]):
@@ -84,12 +87,16 @@ class LLM(ABC):
 
     @abstractmethod
     def generate(
-        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
-    ) -> Generation: ...
+        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+        alternative: str | None = None,
+    ) -> Generation:
+        """One answer; with ``alternative``, also how likely the model found that text as the answer's start
+        (``Generation.alternative_logprob``), where the backend can tell at little cost (llama.cpp)."""
 
     @abstractmethod
     def stream(
-        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
+        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+        alternative: str | None = None,
     ) -> TextStream: ...
 
     def background(self, cancel: Callable[[], bool] | None = None) -> AbstractContextManager[object]:

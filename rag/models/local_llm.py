@@ -129,7 +129,8 @@ class LocalLLM(LLM):
         return Generation(text=text, prompt_tokens=prompt_len, completion_tokens=len(new), finish_reason=finish)
 
     def generate(
-        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
+        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+        alternative: str | None = None,
     ) -> Generation:
         if temperature <= 0 and self.gate.in_background():  # summaries: decoded in batches (batched_decode)
             ids = self.tokens.encode_messages(messages)
@@ -156,7 +157,8 @@ class LocalLLM(LLM):
         return [row[:n] for row, (_, n) in zip(rows, prompts, strict=True)]
 
     def stream(
-        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
+        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+        alternative: str | None = None,
     ) -> TextStream:
         # Validate before returning so an over-long request fails at the call, not at the first next().
         kwargs, prompt_len = self._prepare(messages, max_new_tokens, temperature, top_p)

@@ -230,7 +230,8 @@ class OpenAILLM(LLM):
         return payload, prompt_tokens
 
     def generate(
-        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
+        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+        alternative: str | None = None,
     ) -> Generation:
         payload, prompt_tokens = self._payload(messages, max_new_tokens, temperature, top_p, stream=False)
         body = self._json("POST", f"{self.api_base}/chat/completions", payload)
@@ -248,7 +249,8 @@ class OpenAILLM(LLM):
         )
 
     def stream(
-        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
+        self, messages: Sequence[Message], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+        alternative: str | None = None,
     ) -> TextStream:
         payload, prompt_tokens = self._payload(messages, max_new_tokens, temperature, top_p, stream=True)
         return TextStream(self._stream(payload, prompt_tokens))

@@ -77,7 +77,7 @@ class Document(Base):
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     summary: Mapped[str | None] = mapped_column(Text, nullable=True)
-    summary_state: Mapped[str] = mapped_column(String(20), default="none")  # none | pending | extractive | done | failed
+    summary_state: Mapped[str] = mapped_column(String(20), default="none")  # none | pending | extractive | done | rejected | failed
     summary_model: Mapped[str | None] = mapped_column(String(500), nullable=True)
     summary_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

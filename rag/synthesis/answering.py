@@ -108,7 +108,7 @@ def _answer(
     )
     if embedder is None or not settings.verify_citations:  # nothing verified: nothing to decide on
         return answer
-    return decide(answer, hits, key_sentences, run.token_logprobs, settings)
+    return decide(answer, hits, key_sentences, run.token_logprobs, settings, run.abstention_logprob)
 
 
 def synthesize(

@@ -7,6 +7,9 @@ The signals, each already computed on the way to an answer:
   scorer (:func:`rag.synthesis.verify.support_scores`, the question alone): does some sentence say what was asked?
 - ``token_logprob``: the mean log probability of the answer's tokens under the model, where the runtime gives them
   (llama.cpp: :class:`rag.models.llm.Generation.token_logprobs`); a model unsure of its words is often inventing;
+- ``abstention_unlikely``: minus the mean log probability per token the model gave "The documents do not contain"
+  as its answer's start instead (:data:`rag.synthesis.prompts.ABSTENTION_START`, scored in the same call from the
+  cache, about one decode step): a model that nearly said the answer is not there;
 - ``groundedness``: the share of the answer's sentences a cited passage supports (:mod:`rag.synthesis.verify`);
 - ``claim_support``: the weakest checked sentence's best support among the passages.
 
@@ -25,14 +28,15 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class Signals:
-    """The evidence behind one answer (see the module docstring); ``token_logprob`` is None where the runtime
-    gives no token probabilities."""
+    """The evidence behind one answer (see the module docstring); the two model probabilities are None where the
+    runtime gives none."""
 
     retrieval: float
     question_support: float
     groundedness: float
     claim_support: float
     token_logprob: float | None = None
+    abstention_unlikely: float | None = None
 
     def to_dict(self) -> dict[str, float | None]:
         return {k: (None if v is None else round(v, 4)) for k, v in asdict(self).items()}
@@ -55,7 +59,7 @@ class Calibration:
 WITH_LOGPROBS = Calibration(
     intercept=-4.0,
     weights={"retrieval": 2.0, "question_support": 3.0, "groundedness": 1.0, "claim_support": 2.0,
-             "token_logprob": 1.0},
+             "token_logprob": 1.0, "abstention_unlikely": 0.2},
 )
 WITHOUT_LOGPROBS = Calibration(
     intercept=-4.0,

@@ -33,7 +33,7 @@ RELATED_READING = 3
 
 
 def signals_of(answer: Answer, hits: Sequence[Hit], quotes: Sequence[KeySentence],
-               token_logprobs: Sequence[float]) -> Signals:
+               token_logprobs: Sequence[float], abstention_logprob: float | None = None) -> Signals:
     """The evidence behind ``answer`` (see :mod:`rag.synthesis.confidence`)."""
     dense = [h.dense_score for h in hits if h.dense_score is not None]
     checked = [s.score for s in answer.sentences]
@@ -43,15 +43,16 @@ def signals_of(answer: Answer, hits: Sequence[Hit], quotes: Sequence[KeySentence
         groundedness=answer.groundedness or 0.0,
         claim_support=min(checked, default=0.0),
         token_logprob=sum(token_logprobs) / len(token_logprobs) if token_logprobs else None,
+        abstention_unlikely=None if abstention_logprob is None else -abstention_logprob,
     )
 
 
 def decide(answer: Answer, hits: Sequence[Hit], quotes: Sequence[KeySentence], token_logprobs: Sequence[float],
-           settings: Settings) -> Answer:
+           settings: Settings, abstention_logprob: float | None = None) -> Answer:
     """``answer`` (verified, over ``hits`` numbered from 1; ``kind`` already ``abstained`` when the model said the
     documents do not hold the answer) kept as ``generated``, or replaced by quotes or an abstention; either way it
     carries its confidence and the signals behind it."""
-    signals = signals_of(answer, hits, quotes, token_logprobs)
+    signals = signals_of(answer, hits, quotes, token_logprobs, abstention_logprob)
     answer.confidence, answer.signals = confidence(signals), signals.to_dict()
     supported = any(s.supported for s in answer.sentences)
     if supported and answer.kind != "abstained" and answer.confidence >= settings.min_confidence:

@@ -26,6 +26,10 @@ SYSTEM_PROMPT = (
     "If the sources do not contain the answer, say that the documents do not contain it."
 )
 
+ABSTENTION_START = "The documents do not contain"
+"""How the system prompt has the model say that the answer is not there: how likely the model found these words as
+its answer's start is one of the answer's confidence signals (:mod:`rag.synthesis.confidence`)."""
+
 COMPACT_TEMPLATE = (
     "Sources:\n\n{context}\n\n"
     "{evidence}"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from rag.budget import BudgetedPrompt, Passage, budget_prompt
 from rag.synthesis.citations import CitationFilter
 from rag.synthesis.passage_order import KeySentence
-from rag.synthesis.prompts import SYSTEM_PROMPT, quote_key_sentences
+from rag.synthesis.prompts import ABSTENTION_START, SYSTEM_PROMPT, quote_key_sentences
 
 if TYPE_CHECKING:
     from rag.models.llm import LLM, Generation, Message
@@ -40,6 +40,7 @@ class Run:
     completion: int = 0
     shown: dict[int, bool] = field(default_factory=dict)  # passage number → truncated in any call
     token_logprobs: list[float] = field(default_factory=list)  # of the last call's tokens, where the runtime gives them
+    abstention_logprob: float | None = None  # the last call's: how likely the model found ABSTENTION_START instead
 
     def note_prompt(self, prompt: BudgetedPrompt) -> None:
         """Remember which sources the model saw (citations are valid only for these) and which were cut."""
@@ -53,12 +54,14 @@ class Run:
             max_new_tokens=self.max_new_tokens,
             temperature=self.settings.temperature,
             top_p=self.settings.top_p,
+            alternative=ABSTENTION_START,
         )
         self.record(gen)
         return gen
 
     def record(self, gen: Generation) -> None:
         self.token_logprobs = list(gen.token_logprobs)
+        self.abstention_logprob = gen.alternative_logprob
         self.calls += 1
         self.max_prompt = max(self.max_prompt, gen.prompt_tokens)
         self.completion += gen.completion_tokens
@@ -129,6 +132,7 @@ class Run:
             max_new_tokens=self.max_new_tokens,
             temperature=self.settings.temperature,
             top_p=self.settings.top_p,
+            alternative=ABSTENTION_START,
         )
         citations = CitationFilter(set(self.shown))
         try:

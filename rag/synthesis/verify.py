@@ -116,12 +116,28 @@ def verify_citations(
 
 def passage_sentences(hits: Sequence[Hit], passages: Collection[int]) -> list[Candidate]:
     """The sentences of the passages numbered ``passages`` (``[n]`` is ``hits[n - 1]``), in that order."""
+    return [candidate for n in sorted(passages) for candidate in text_sentences(hits[n - 1].text, n)]
+
+
+def text_sentences(text: str, number: int = 1) -> list[Candidate]:
+    """The sentences of one text (passage ``[number]``) as candidates to support a claim."""
     return [
-        Candidate(n, start, end, text, frozenset(content_words(text)), numbers(text))
-        for n in sorted(passages)
-        for start, end in sentence_bounds(hits[n - 1].text)
-        for text in (hits[n - 1].text[start:end],)
+        Candidate(number, start, end, sentence, frozenset(content_words(sentence)), numbers(sentence))
+        for start, end in sentence_bounds(text)
+        for sentence in (text[start:end],)
     ]
+
+
+def unsupported_claims(text: str, candidates: list[Candidate], embedder: Embeds, min_support: float) -> list[str]:
+    """The sentences of ``text`` (with content words) that no candidate supports by ``min_support``: what a text
+    written from those sentences (a summary of a document) says that they do not."""
+    claims = [c for start, end in sentence_bounds(text) if content_words(c := strip_citations(text[start:end]).strip())]
+    if not claims:
+        return []
+    if not candidates:
+        return claims
+    best = support_scores(claims, "", candidates, embedder).max(axis=1)
+    return [claim for claim, score in zip(claims, best.tolist(), strict=True) if score < min_support]
 
 
 def support_scores(claims: list[str], question: str, candidates: list[Candidate], embedder: Embeds) -> np.ndarray:
