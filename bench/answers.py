@@ -103,7 +103,7 @@ def spread(items: list[T], n: int, shift: float = 0.0) -> list[T]:
 
 
 def open_rag(work: Path, name: str, args: argparse.Namespace) -> RAG:
-    overrides: dict[str, Any] = {"models_dir": work / "models"}
+    overrides: dict[str, Any] = {"models_dir": work / "models", "llm_runtime": args.runtime}
     if args.model:
         overrides["llm_model"] = args.model
     return RAG(work / name, **overrides)
@@ -503,6 +503,9 @@ def main() -> None:
     parser.add_argument("--shift", type=float, default=0.0, help="squad: 0.5 takes the held-out questions")
     parser.add_argument("--mode", default="compact", choices=["compact", "refine", "tree_summarize"])
     parser.add_argument("--model", default=None, help="RAG_LLM_MODEL for this run (default: the Settings default)")
+    parser.add_argument("--runtime", choices=["auto", "llamacpp", "transformers"], default="auto",
+                        help="RAG_LLM_RUNTIME for this run")
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/answers-<task>.json")
     parser.add_argument("--work", type=Path, default=REPO / "bench" / ".work" / "answers")
     args = parser.parse_args()
     args.questions = args.questions or (8 if args.task == "latency" else 20)
@@ -515,7 +518,7 @@ def main() -> None:
     tasks = {"squad": bench_squad, "replay": bench_replay, "latency": bench_latency, "sec10q": bench_sec10q,
              "conversations": bench_conversations}
     result = tasks[args.task](args)
-    out = REPO / "bench" / "results" / f"answers-{args.task}.json"
+    out = args.out or REPO / "bench" / "results" / f"answers-{args.task}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))

@@ -148,8 +148,8 @@ def summarize_timed(
     in flight (default: the service's plan for this hardware; a local model decodes them together)."""
     llm = rag.llm if method == "llm" else None  # loaded (and converted on first use) before the clock starts
     rag.embedder.embed(["warm-up"])
-    done_state = "done" if method == "llm" else "extractive"
-    before = {d.id for d in rag.documents() if d.summary_state == done_state}
+    done_states = ("done", "rejected") if method == "llm" else ("extractive",)  # rejected: the LLM's was not kept
+    before = {d.id for d in rag.documents() if d.summary_state in done_states}
     concurrency = concurrency or rag.summaries.plan.concurrency
     summarizer = Summarizer(
         rag.store, rag.embedder, llm, rag.settings, max_input_tokens=max_input_tokens, concurrency=concurrency
@@ -162,8 +162,11 @@ def summarize_timed(
         progress=lambda done, total, path: log.info("summary %d/%d %s", done, total, Path(path).name),
     )
     elapsed = time.perf_counter() - started
-    docs = [d for d in rag.documents() if d.summary_state == done_state]
+    docs = [d for d in rag.documents() if d.summary_state in done_states]
     return {
+        "runtime": getattr(llm, "runtime", None),
+        "states": {state: sum(d.summary_state == state for d in docs) for state in done_states},
+        "rejected_because": [d.summary_error for d in docs if d.summary_state == "rejected"][:5],
         "method": method,
         "model": llm.name if llm else rag.embedder.name,
         "context_window": llm.context_window if llm else None,
@@ -181,6 +184,11 @@ def summarize_timed(
     }
 
 
+def runtime(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings for ``--runtime`` and ``--threads`` (llama.cpp's threads; torch's are set in main)."""
+    return {"llm_runtime": args.runtime, **({"llm_threads": args.threads} if args.threads else {})}
+
+
 # --- throughput --------------------------------------------------------------------------------------
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work)
@@ -195,7 +203,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     shutil.rmtree(target / "indexes", ignore_errors=True)
     (target / "rag.db").unlink(missing_ok=True)  # a fresh store: every document needs its summary
     rag = RAG(target, llm_model=args.model, summary_max_new_tokens=args.max_new_tokens,
-              summarize=False)  # the stage is timed alone: no background pass beside it
+              summarize=False, **runtime(args))  # the stage is timed alone: no background pass beside it
     rag.ingest(folder)
     words = [len(json.loads(line)["text"].split()) for line in lines]
     result = summarize_timed(rag, None, concurrency=args.concurrency)
@@ -252,7 +260,8 @@ def recall(args: argparse.Namespace) -> dict[str, Any]:
     summaries_dir = work / f"sec10q-summaries-{slug}-{args.max_input_tokens}"
     if not summaries_dir.exists():
         shutil.copytree(chunks_dir, summaries_dir, symlinks=True, ignore=shutil.ignore_patterns("locks"))
-    rag = RAG(summaries_dir, llm_model=args.model, summary_max_new_tokens=args.max_new_tokens, summarize=False)
+    rag = RAG(summaries_dir, llm_model=args.model, summary_max_new_tokens=args.max_new_tokens, summarize=False,
+              **runtime(args))
     stage = summarize_timed(rag, args.max_input_tokens, args.method, args.concurrency)
     summaries = {Path(d.path).stem: d.summary for d in rag.documents()}
     with_summaries = evaluate(rag, queries)
@@ -330,7 +339,7 @@ def yield_to_queries(args: argparse.Namespace) -> dict[str, Any]:
     import random
     import threading
 
-    rag = RAG(data_dir(Path(args.work), "yield"), llm_model=args.model)
+    rag = RAG(data_dir(Path(args.work), "yield"), llm_model=args.model, **runtime(args))
     llm = rag.llm
     corpus = [json.loads(line) for line in (DATA / "squad2-dev-5" / "corpus.jsonl").read_text().splitlines()]
     context = "\n\n".join(doc["text"] for doc in corpus[:6])
@@ -405,7 +414,9 @@ def main() -> None:
                         "(cpu: matrix products that stop as the answer starts, a control for the machine's own cost)")
     parser.add_argument("--concurrency", type=int, default=None, help="throughput / recall: summaries in flight "
                         "(default: the service's plan, RAG_LLM_BACKGROUND_BATCH)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op and llama.cpp threads")
+    parser.add_argument("--runtime", choices=["auto", "llamacpp", "transformers"], default="auto",
+                        help="RAG_LLM_RUNTIME: what runs the local model")
     parser.add_argument("--work", default="/tmp/rag-bench-summaries")
     parser.add_argument("--out", default=None, help="also write the JSON result here")
     args = parser.parse_args()

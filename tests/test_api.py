@@ -148,8 +148,9 @@ def test_query_json(client: httpx.Client, ingested: dict) -> None:
                                        "stream": False})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert {"text", "sources", "usage", "abstained"} <= set(body)
+    assert {"text", "kind", "confidence", "signals", "sources", "usage", "abstained"} <= set(body)
     assert body["abstained"] is False and body["text"].strip()
+    _check_verdict(body)
     assert any(Path(s["document"]).name == "trains.txt" for s in body["sources"])
     assert 0 < body["usage"]["completion_tokens"] <= 8
     assert body["usage"]["prompt_tokens"] + body["usage"]["max_new_tokens"] <= body["usage"]["context_window"]
@@ -183,6 +184,9 @@ def test_query_sse(client: httpx.Client, ingested: dict) -> None:
         done = json.loads(events[-1][1])
         assert done["sources"] and done["usage"]["completion_tokens"] > 0 and done["abstained"] is False
         assert done["text"].strip() and done["question"] == question["question"] and not done["rewritten"]
+        _check_verdict(done)
+        if done["kind"] == "generated":  # the streamed text was the answer (its citations may have been checked)
+            assert text.strip().split("[")[0] == done["text"].split("[")[0]
 
 
 def test_query_unknown_collection_abstains(client: httpx.Client, ingested: dict) -> None:
@@ -213,6 +217,16 @@ def test_openai_chat_completion(oai: openai.OpenAI, ingested: dict) -> None:
     sources = resp.model_extra["sources"]
     assert [Path(s["document"]).name for s in sources] == ["cheese.txt"]  # top_k from extra_body was applied
     _check_spans(sources, resp.model_extra["groundedness"])
+    _check_verdict({**resp.model_extra, "text": resp.choices[0].message.content})
+
+
+def _check_verdict(answer: dict) -> None:
+    """The path the answer took and its confidence, as every face reports them (rag/synthesis/decision.py)."""
+    assert answer["kind"] in ("generated", "extractive", "abstained")
+    assert 0.0 <= answer["confidence"] <= 1.0
+    assert answer["abstained"] == (answer["kind"] == "abstained")
+    if answer["kind"] == "extractive":
+        assert answer["text"].startswith("The documents say:") and answer["groundedness"] == 1.0
 
 
 def _check_spans(sources: list[dict], groundedness: float | None) -> None:
@@ -250,6 +264,7 @@ def test_openai_chat_stream(oai: openai.OpenAI, ingested: dict) -> None:
     assert any(Path(s["document"]).name == "volcanoes.txt" for s in extra["sources"])
     _check_spans(extra["sources"], extra["groundedness"])
     assert extra["text"].strip() and extra["question"] == "What is Mount Etna?"
+    _check_verdict(extra)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 

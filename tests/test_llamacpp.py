@@ -83,6 +83,21 @@ def test_streaming_equals_blocking_and_greedy_repeats(cpp: LlamaCppLLM) -> None:
     assert cpp.generate(messages, max_new_tokens=24).text == first.text  # greedy: deterministic
 
 
+def test_an_alternative_start_is_scored_from_the_same_prompt(cpp: LlamaCppLLM) -> None:
+    messages = [{"role": "user", "content": "Write a sentence about rivers."}]
+    plain = cpp.generate(messages, max_new_tokens=12)
+    assert plain.alternative_logprob is None
+    own = cpp.tokens.decode(cpp.tokens.encode(plain.text)[:4])  # the model's own first four tokens
+    scored = cpp.generate(messages, max_new_tokens=12, alternative=own)
+    assert scored.text == plain.text  # scoring after the answer does not change it
+    expected = sum(plain.token_logprobs[:4]) / 4  # the same tokens, as the model generated them
+    assert scored.alternative_logprob == pytest.approx(expected, abs=1e-3)
+    other = cpp.generate(messages, max_new_tokens=12, alternative="The documents do not contain")
+    assert other.alternative_logprob is not None and other.alternative_logprob < expected
+    streamed = cpp.stream(messages, max_new_tokens=12, alternative=own)
+    assert "".join(streamed) == plain.text and streamed.generation.alternative_logprob == scored.alternative_logprob
+
+
 def test_refuses_a_request_over_the_window(cpp: LlamaCppLLM) -> None:
     too_many = cpp.context_window - cpp.count_messages(SHORT_ANSWER) + 1
     with pytest.raises(ContextWindowExceeded):

@@ -11,6 +11,7 @@ Screenshots of each screen go to ``$WEB_SCREENSHOTS`` when set (``docs/images`` 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,12 @@ def test_ask_streams_a_cited_answer(session: Session, answered: tuple[Any, bool]
     expect(answer.locator(".answer-text")).not_to_be_empty()
     expect(answer.locator(".sources li").first).to_contain_text("trains.txt")
     expect(answer.locator("button.cite").first).to_be_visible()
+    # Which path the answer took, in words, and its confidence.
+    kind = answer.get_attribute("data-kind")
+    who = {"generated": "Answer", "extractive": "Quoted from the documents", "abstained": "No answer in the documents"}
+    assert kind in who
+    expect(answer.locator(".who")).to_have_text(who[kind])
+    expect(answer.locator(".meta").last).to_contain_text(re.compile(r"confidence \d+%"))
     session.page.screenshot(path=shots / "web-ask.png")
 
 
