@@ -33,6 +33,8 @@ import numpy as np
 from _common import DATA, REPO, read_jsonl  # first: sets the offline env, puts the repo on sys.path
 from answers import contains
 
+from rag.synthesis.decision import quotable
+
 FEATURES = ("retrieval", "question_support", "groundedness", "claim_support", "token_logprob", "abstention_unlikely")
 MODEL_FEATURES = ("token_logprob", "abstention_unlikely")  # absent where the runtime gives no probabilities
 CALIBRATION_ARTICLES = ("Computational_complexity_theory", "Sky_(United_Kingdom)")
@@ -89,7 +91,7 @@ def outcome(row: dict, conf: float, min_conf: float, min_support: float, quotes_
     supported = bool(row["groundedness"])
     if supported and not row["model_abstained"] and conf >= min_conf:
         return "generated", bool(row["generated_contains"])
-    quoted = [text for text, score in row["quotes"] if score >= min_support][:quotes_n]
+    quoted = [text for text, score in row["quotes"] if score >= min_support and quotable(text)][:quotes_n]
     if quoted:
         return "extractive", contains(references, " ".join(quoted))
     return "abstained", False

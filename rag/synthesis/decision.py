@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from rag.settings import Settings
 
 EXTRACTIVE_LEAD = "The documents say:"
+MIN_QUOTE_WORDS = 4
 RELATED_READING = 3
 """Closest passages listed with an abstention that follows generation."""
 
@@ -58,8 +59,15 @@ def decide(answer: Answer, hits: Sequence[Hit], quotes: Sequence[KeySentence], t
     if supported and answer.kind != "abstained" and answer.confidence >= settings.min_confidence:
         answer.kind = "generated"
         return answer
-    chosen = [q for q in quotes if q.score >= settings.extractive_min_support][: settings.extractive_quotes]
+    chosen = [q for q in quotes if q.score >= settings.extractive_min_support and quotable(q.text)]
+    chosen = chosen[: settings.extractive_quotes]
     return extractive(answer, hits, chosen) if chosen else related_reading(answer, hits)
+
+
+def quotable(sentence: str) -> bool:
+    """A statement that can stand as an answer: not a heading, a table row or a question, and not a fragment."""
+    text = sentence.strip()
+    return not text.startswith(("#", "|")) and not text.endswith("?") and len(text.split()) >= MIN_QUOTE_WORDS
 
 
 def extractive(answer: Answer, hits: Sequence[Hit], quotes: Sequence[KeySentence]) -> Answer:
@@ -70,8 +78,8 @@ def extractive(answer: Answer, hits: Sequence[Hit], quotes: Sequence[KeySentence
     cursor = len(EXTRACTIVE_LEAD) + 1
     for i, quote in enumerate(quotes):
         hit = hits[quote.number - 1]
-        words = quote.text if len(quote.text) <= KEY_SENTENCE_MAX_CHARS else \
-            quote.text[:KEY_SENTENCE_MAX_CHARS].rstrip() + "…"
+        flat = " ".join(quote.text.split())  # a sentence wrapped over lines reads as one
+        words = flat if len(flat) <= KEY_SENTENCE_MAX_CHARS else flat[:KEY_SENTENCE_MAX_CHARS].rstrip() + "…"
         page = hit.page_of(quote.start)
         piece = f"“{words}” [{quote.number}]" + (f" (p. {page})" if page is not None else "")
         sentences.append(SentenceCheck(start=cursor, end=cursor + len(piece), supported=True, score=quote.score,

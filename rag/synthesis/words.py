@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import re
 
-# A sentence ends at . ! or ? (with any citations written after it) followed by a space or the end, or at a line break.
-# "3.5" and "e.g.x" do not end one; "U.S. Army" does, which costs a check at worst.
-_SENTENCE_END = re.compile(r"[.!?]+(?:\s*\[\d+(?:\s*,\s*\d+)*\])*(?=\s|$)|\n+")
+# A sentence ends at . ! or ? (with any citations written after it) followed by a space or the end, at a blank line,
+# or at a line break before a line that starts a block of its own (a list item, a heading, a table row, a quote).
+# "3.5" and "e.g.x" do not end one; "U.S. Army" does, which costs a check at worst. A plain line break does not: text
+# wrapped at 80 columns (Markdown, plain text, a PDF's lines) would otherwise be checked and quoted line by line.
+_SENTENCE_END = re.compile(
+    r"[.!?]+(?:\s*\[\d+(?:\s*,\s*\d+)*\])*(?=\s|$)"
+    r"|\n[ \t]*(?:\n\s*|(?=[-*+#|>]|\d+[.)][ \t]))"
+)
 _WORD = re.compile(r"\w+")
 _NUMBER = re.compile(r"\d(?:[\d,.]*\d)?")
 STOPWORDS = frozenset({
@@ -46,6 +51,11 @@ def _add(text: str, start: int, end: int, bounds: list[tuple[int, int]]) -> None
     stripped = piece.strip()
     if stripped:
         left = start + (len(piece) - len(piece.lstrip()))
+        heading_end = stripped.find("\n") if stripped.startswith("#") else -1
+        if heading_end > 0:  # a Markdown heading is a sentence of its own, whatever follows it on the next line
+            bounds.append((left, left + len(stripped[:heading_end].rstrip())))
+            _add(text, left + heading_end, left + len(stripped), bounds)
+            return
         bounds.append((left, left + len(stripped)))
 
 
