@@ -363,7 +363,8 @@ class Summarizer:
             else:
                 names = key_terms(source.texts, sample)
                 summary = self.summarize_text(source.title, source.segments, should_cancel, names)
-                problem = self.unsupported(summary, self.read_segments(source.segments), names)
+                if self.settings.verify_summaries:
+                    problem = self.unsupported(summary, self.read_segments(source.segments), names)
                 if problem:
                     log.info("LLM summary of %s not kept: %s", source.path, problem)
                     summary, kind = self._extractive(source, sample), "rejected"

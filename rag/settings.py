@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         "sentences, by the embedder (no LLM); 'extractive+llm': extractive at once, replaced by the LLM's later. "
         "'auto': 'extractive+llm' with a local model on the CPU, 'llm' on a GPU or a server (bench/summaries.py).",
     )
+    verify_summaries: bool = Field(
+        default=True, description="Keep an LLM summary only when every sentence is supported by the text the model "
+        "read and it names the document's most distinctive name; otherwise the extractive summary stays (state "
+        "'rejected', with the reason).",
+    )
     summary_max_input_tokens: int | None = Field(
         default=None, ge=256, description="LLM tokens of each document an LLM summary reads (its lead). Default: "
         "2048 with a local model on the CPU (a 50k-token filing would be ~30 calls), the whole document otherwise.",

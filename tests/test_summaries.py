@@ -23,10 +23,10 @@ from rag.store.schema import Chunk
 from tests.conftest import SHARED_DATA, SMALL_LLM, write_files
 
 WINDOW = 1024
-# The lifecycle tests keep every LLM summary (support 0 is enough): the 135M model's are rarely supported, and what
-# the rule does with them is tested on its own (test_an_unsupported_llm_summary_gives_way_to_the_extractive_one).
+# The lifecycle tests keep every LLM summary unverified: the 135M model's are rarely supported, and what the rule
+# does with them is tested on its own (test_an_unsupported_llm_summary_gives_way_to_the_extractive_one).
 SETTINGS = {"llm_model": SMALL_LLM, "context_window": WINDOW, "summary_max_new_tokens": 48, "summary_method": "llm",
-            "citation_min_support": 0.0}
+            "verify_summaries": False}
 
 SHORT_DOCS = {
     "volcanoes.md": "# Volcanoes\n\nA volcano is an opening in the Earth's crust through which molten rock, ash and "
@@ -233,7 +233,7 @@ def test_an_unsupported_llm_summary_gives_way_to_the_extractive_one(
 ) -> None:
     docs = tmp_path / "docs"
     write_files(docs, SHORT_DOCS)
-    engine = make_rag(data_dir, **{**SETTINGS, "citation_min_support": 0.5})
+    engine = make_rag(data_dir, **{**SETTINGS, "verify_summaries": True})
     engine.ingest(docs)
     volcano = engine.document(str(docs / "volcanoes.md"))
     llm.say = "Mount Etna erupted in 1850 and destroyed the city of Rome, killing 40,000 people."
@@ -243,7 +243,9 @@ def test_an_unsupported_llm_summary_gives_way_to_the_extractive_one(
     assert "Rome" not in kept.summary and kept.summary_model.startswith("extractive:")
     assert "Mount Etna in Sicily" in kept.summary  # the document's own sentences stand instead
     assert _summary_chunks(engine)[volcano.id][1] == kept.summary  # and are what retrieval indexes
-    assert engine.summarize() == (0, 0)  # not retried by a plain run (a forced one may)
+    assert engine.summarize() == (2, 0)  # the two never summarised; not the rejected one (a forced run may)
+    assert {d.summary_state for d in engine.documents()} == {"rejected"}
+    assert engine.document(volcano.id).summary == kept.summary and engine.summarize() == (0, 0)
 
     llm.say = "This text explains volcanoes: molten rock, ash and gases escape through an opening in the crust."
     assert engine.summarize(documents=[volcano.id], force=True) == (1, 0)
