@@ -256,7 +256,14 @@ class Settings(BaseSettings):
     allowed_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Server paths ingestion jobs may read."
     )
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Bearer keys; empty disables auth.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Bearer keys (one, a comma-separated list, or a JSON list). `rag serve` "
+        "refuses to start without one unless RAG_AUTH=off.",
+    )
+    auth: bool = Field(
+        default=True, description="Require a key of RAG_API_KEYS on every API route but health and readiness. "
+        "RAG_AUTH=off serves the API open to whoever reaches it: the only way to run it without keys.",
+    )
     max_upload_mb: float = 50.0
     max_request_kb: float = 256.0
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -154,9 +154,19 @@ def _serve_until(env: dict[str, str], data: Path, host: str, marker: str, timeou
 
 
 def test_serving_off_loopback_without_keys_warns(tmp_path: Path) -> None:
-    log = _serve_until(_env(), tmp_path / "data", "0.0.0.0", "without API keys")
+    log = _serve_until(_env(RAG_AUTH="off"), tmp_path / "data", "0.0.0.0", "without API keys")
     warning = next(line for line in log.splitlines() if "without API keys" in line)
     assert warning.startswith("WARNING") and "0.0.0.0" in warning and "RAG_API_KEYS" in warning
+
+
+@pytest.mark.parametrize("keys", ["", ",", "[]", None])
+def test_an_empty_key_list_is_refused_at_start_up(tmp_path: Path, keys: str | None) -> None:
+    """Issue 32: RAG_API_KEYS='' / ',' / '[]' (or unset) silently served an open API; now only RAG_AUTH=off does."""
+    env = _env() if keys is None else _env(RAG_API_KEYS=keys)
+    out = rag("serve", "--data-dir", str(tmp_path / "data"), "--port", str(free_port()), env=env, timeout=120)
+    line = _assert_one_line_error(out, 2, "RAG_API_KEYS holds no key", "RAG_AUTH=off")
+    assert line == ("error: RAG_API_KEYS holds no key: set one key or a comma-separated list, or RAG_AUTH=off to "
+                    "serve the API without authentication")
 
 
 def test_serving_with_keys_does_not_warn(tmp_path: Path) -> None:

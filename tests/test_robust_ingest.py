@@ -12,6 +12,7 @@ read by the real readers and ingested by the real engine (embedder, SQLite, FAIS
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import threading
@@ -360,3 +361,40 @@ def test_docx_expanding_to_more_text_than_a_file_may_hold_is_refused(tmp_path: P
     assert isinstance(result, ReadError), result
     assert str(result) == "the docx's text is 57.0 M characters, over the 25 M limit (RAG_MAX_FILE_MB)", result
     assert elapsed < 10, f"{elapsed:.1f}s"
+
+
+# --- issue 32: file names that are not UTF-8 --------------------------------------------------------------------
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_file_name_that_is_not_utf8_is_ingested_like_any_other(
+    tmp_path: Path, make_rag, request: pytest.FixtureRequest, database: str
+) -> None:
+    """Linux allows any bytes in a name; Python gives ``b'caf\\xff.txt'`` as a string with a lone surrogate, which
+    SQLite and PostgreSQL refuse (the SDK failed the file, the API the whole job). It is stored and shown as
+    ``caf\\ufffdFF.txt`` and round-trips to the same bytes."""
+    from rag.store.text import fs_path, path_text
+    from rag.types import JobInfo
+
+    overrides = {} if database == "sqlite" else {"database_url": request.getfixturevalue("pg_url")}
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    odd = docs / os.fsdecode(b"caf\xff-\xe9t\xe9.txt")  # latin-1 bytes, not UTF-8
+    odd.write_text("The old café by the harbour serves grilled sardines every Friday.")
+    (docs / "plain.txt").write_text("Lighthouse keepers record the weather every four hours.")
+    rag = make_rag(**overrides)
+    report = rag.ingest(docs)
+    shown = path_text(odd)
+    assert shown == str(docs / "caf\ufffdFF-\ufffdE9t\ufffdE9.txt")
+    assert {f.path: f.status for f in report.files} == {shown: "added", str(docs / "plain.txt"): "added"}
+    assert os.fsencode(fs_path(shown)) == os.fsencode(odd)
+    assert Path(rag.retrieve("grilled sardines", top_k=1)[0].document) == Path(shown)
+    json.dumps([d.to_dict() for d in rag.documents()])  # every listing serialises
+
+    assert {f.status for f in rag.ingest(docs).files} == {"unchanged"}  # found again under its stored name
+    odd.unlink()
+    assert [(f.path, f.status) for f in rag.ingest(docs).files if f.status != "unchanged"] == [(shown, "removed")]
+
+    rag.store.create_run("a" * 32, "default", [str(odd)], state="running")  # whatever a caller hands the store
+    rag.store.update_run("a" * 32, message=f"last file: {odd}", errors=[{"path": str(odd), "error": f"{odd}"}])
+    job = JobInfo.of(rag.store.get_run("a" * 32))
+    assert job.paths == [shown] and job.message == f"last file: {shown}" and job.errors[0]["path"] == shown
+    json.dumps(job.to_dict())
