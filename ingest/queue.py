@@ -2,14 +2,16 @@
 
 Why Dramatiq (over Celery, RQ and arq): it acknowledges a message only after the task returns (a worker killed
 mid-file leaves its message unacknowledged, and RabbitMQ hands it to another worker as soon as the dead one's
-connection drops; the Redis broker requeues it after the dead worker's heartbeat times out), retries failed tasks
-with exponential backoff out of the box, and moves a message that exhausted its retries to a dead-letter queue.
+connection drops; the Redis broker requeues it after the dead worker's heartbeat times out: see
+:class:`CheckedRedisBroker` for the bound), retries failed tasks with exponential backoff out of the box, and moves
+a message that exhausted its retries to a dead-letter queue.
 Celery needs ``acks_late`` + ``reject_on_worker_lost`` + hand-written retry and dead-letter settings for the same;
 RQ has no acknowledgement at all; arq is Redis-only.
 
 The shape of a job (``enqueue_job``): the submitting process walks and diffs the folders (cheap: a stat per file),
 removes the documents of files that are gone, records the job with its total, and sends one message per batch of
-``RAG_TASK_FILES`` files.
+at most ``RAG_TASK_FILES`` files and ``RAG_TASK_MB`` MB (:func:`task_batches`). A worker checks each message before
+any work and dead-letters at once one that no retry can fix (:class:`InvalidTask`).
 A worker ingests the files of its task (a few, embedded together: see ``Settings.task_files``) start to end,
 in one transaction per document, which the change
 log orders with every other writer's, so any number of workers may write one collection at once. Each task

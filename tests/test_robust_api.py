@@ -44,7 +44,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     models = tmp_path_factory.getbasetemp() / "shared-models"
     env = server_env(models, max_upload_mb=1, max_file_mb=FILE_LIMIT_MB)
-    env.update(RAG_ALLOWED_ROOTS=str(root), RAG_API_KEYS=" , ".join(KEYS),
+    env.update(RAG_ALLOWED_ROOTS=str(root), RAG_API_KEYS=" , ".join(KEYS), RAG_AUTH="on",
                RAG_CORS_ORIGINS="https://a.example, https://b.example")
     with ApiServer(root.parent / "data", env) as srv:
         yield srv

@@ -81,3 +81,6 @@ class SafeJSON(TypeDecorator[Any]):
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         return _clean(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return _clean(value)  # a row written before: SQLite's JSON kept a lone surrogate as a \u escape
