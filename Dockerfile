@@ -1,5 +1,5 @@
 # The API image: `rag serve` on port 8000, data in /data. Generation normally runs elsewhere (vLLM over HTTP,
-# RAG_LLM_BACKEND=openai, see docker-compose.yml); embedding runs here on the CPU.
+# RAG_LLM_BACKEND=openai, see docker-compose.yml); embedding runs here on the CPU. It needs RAG_API_KEYS (or RAG_AUTH=off).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
