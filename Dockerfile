@@ -1,5 +1,5 @@
 # The API image: `rag serve` on port 8000, data in /data. Generation normally runs elsewhere (vLLM over HTTP,
-# RAG_LLM_BACKEND=openai, see docker-compose.yml); embedding runs here on the CPU.
+# RAG_LLM_BACKEND=openai, see docker-compose.yml); embedding runs here on the CPU. It needs RAG_API_KEYS (or RAG_AUTH=off).
 # llama.cpp is compiled in a stage of its own (the compiler stays out of the image), for every x86 CPU generation with
 # the best chosen at run time (GGML_CPU_ALL_VARIANTS): the build machine's -march=native would die with SIGILL on an
 # older CPU.

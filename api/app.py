@@ -5,8 +5,9 @@ store), marks jobs left running by a dead process as interrupted, and loads the 
 ``/healthz`` answers at once (the process is alive) while ``/readyz`` says 503 until the store answers and the
 embedder (and a local LLM) are loaded, so a load balancer only sends traffic to a replica that can serve it.
 
-Middleware, outermost first: metrics (so 401/413 are counted too), CORS (only when origins are configured, and
-outside the limits so error responses carry CORS headers), the body-size limit.
+Middleware, outermost first: metrics (so 401/413 are counted too), nosniff, CORS (only when origins are configured,
+and outside the limits so error responses carry CORS headers), the body-size limit, then the check of the JSON
+body's text (``api/text_input.py``: inside the limit, so what it reads is bounded).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from api.openai_compat import router as openai_router
 from api.passages import router as passages_router
 from api.routes import router as v1_router
 from api.schemas import Health
-from api.security import BodyLimitMiddleware, require_api_key
+from api.security import BodyLimitMiddleware, NoSniffMiddleware, check_auth, require_api_key
+from api.text_input import LoneSurrogateMiddleware
 from api.tokenize import router as tokenize_router
 from rag.engine import RAG
 from rag.settings import Settings
@@ -72,8 +74,11 @@ def _warm_up(app: FastAPI, rag: RAG, ready: Readiness) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API for ``settings`` (default: from the environment). The engine opens when the app starts."""
+    """The API for ``settings`` (default: from the environment). The engine opens when the app starts.
+
+    Raises ValueError when authentication is on and no key is configured (:func:`api.security.check_auth`)."""
     settings = settings or Settings()
+    check_auth(settings)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     metrics = Metrics()
 
@@ -101,7 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=API_VERSION,
         description="Retrieval-augmented question answering over your own documents: ingestion jobs, answers with "
         "sources (JSON or SSE), retrieval, documents, and an OpenAI-compatible chat endpoint. Errors are "
-        '`{"error": {"message", "type"}}`. With RAG_API_KEYS set, send `Authorization: Bearer <key>`.',
+        '`{"error": {"message", "type"}}`. Send `Authorization: Bearer <key>` (a key of RAG_API_KEYS) unless the '
+        "server runs with RAG_AUTH=off.",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -112,12 +118,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.retrieval = RetrievalLimit(settings.retrieve_concurrency)
     errors.install(app)
 
+    app.add_middleware(LoneSurrogateMiddleware)
     app.add_middleware(BodyLimitMiddleware, settings=settings)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Accept"],
         )
+    app.add_middleware(NoSniffMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     app.include_router(v1_router)

@@ -4,6 +4,10 @@
 - Size limits are enforced while the body streams in, not after it has been buffered: a declared
   ``Content-Length`` over the limit is refused before reading, and a chunked body is cut off at the limit.
   Uploads (multipart) get ``max_upload_mb``; everything else ``max_request_kb``.
+- Every response says ``X-Content-Type-Options: nosniff``: a browser must not guess a type for what we send
+  (a JSON error echoing a client's text rendered as HTML, say).
+- Keys are required unless turned off: an empty key list (``RAG_API_KEYS=''``, ``','`` or ``'[]'``, or unset) is
+  refused at start-up unless ``RAG_AUTH=off`` says the API is meant to be open (:func:`check_auth`).
 - A server path is resolved (symlinks, ``..``) before it is compared with the allowed roots, so neither a
   ``../`` nor a symlink inside a root can reach a file outside it. Folder walks do not follow symlinks
   (``ingest.discover``), so only the top-level paths need this check.
@@ -36,11 +40,19 @@ def key_matches(presented: str, keys: list[str]) -> bool:
     return found
 
 
+def check_auth(settings: Settings) -> None:
+    """Refuse to serve with authentication on and no key (one line, for the operator who typed an empty list)."""
+    if settings.auth and not settings.api_keys:
+        raise ValueError("RAG_API_KEYS holds no key: set one key or a comma-separated list, or RAG_AUTH=off to serve "
+                         "the API without authentication")
+
+
 async def require_api_key(request: Request) -> None:
-    """Dependency on every protected route: a no-op when no keys are configured."""
-    keys: list[str] = request.app.state.settings.api_keys
-    if not keys:
+    """Dependency on every protected route: a no-op only when authentication is turned off (RAG_AUTH=off)."""
+    settings: Settings = request.app.state.settings
+    if not settings.auth:
         return
+    keys = settings.api_keys
     credentials: HTTPAuthorizationCredentials | None = await bearer_scheme(request)
     if credentials is None or not key_matches(credentials.credentials, keys):
         # The presented key is deliberately not logged.
@@ -93,6 +105,25 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class NoSniffMiddleware:
+    """Adds ``X-Content-Type-Options: nosniff`` to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_nosniff(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]
+            await send(message)
+
+        await self.app(scope, receive, send_nosniff)
 
 
 def resolve_allowed(raw: str, roots: list[Path]) -> Path:

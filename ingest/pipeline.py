@@ -24,16 +24,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from filelock import FileLock
 from sqlalchemy.orm import Session
 
 from ingest.chunking import Chunker, TextChunk, page_meta
 from ingest.discover import content_hash, discover
-from ingest.readers import ReadCancelled, ReadError, doc_type_for, read_document
+from ingest.readers import ReadCancelled, ReadError, Work, doc_type_for, read_document
 from rag.models.embedder import Embedder
 from rag.settings import Settings
 from rag.store.schema import Collection, Document
 from rag.store.store import Changes, ChunkRecord, Store
+from rag.store.text import path_text
 from rag.types import Cancelled, FileOutcome, IngestReport, ProgressFn  # Cancelled, ProgressFn: also imported from here
 
 log = logging.getLogger(__name__)
@@ -89,10 +91,7 @@ class IngestPipeline:
         self.embedder = embedder
         self.settings = settings
         self.chunker = Chunker(
-            embedder.count_tokens,
-            embedder.token_ids,
-            min(settings.chunk_size, embedder.max_tokens - 2),
-            settings.chunk_overlap,
+            embedder.token_offsets, min(settings.chunk_size, embedder.max_tokens - 2), settings.chunk_overlap
         )
 
     # --- public ------------------------------------------------------------------------------------
@@ -151,7 +150,8 @@ class IngestPipeline:
         state = _Run(coll, IngestReport(collection=collection))
         for path in paths:
             known = self.store.find_document(str(path), collection)
-            state.report.files.append(self._visit(state, path, known, summarize_pending))
+            state.report.files.append(self._visit(state, path, known))
+            self._flush_when_full(state, summarize_pending)
         self._flush(state, summarize_pending)
         return state.report.files
 
@@ -163,15 +163,17 @@ class IngestPipeline:
         found = discover(paths, self.settings.ignore_patterns, lambda p: doc_type_for(p) is not None)
         known = self.store.documents_by_path(state.coll.id)
 
-        gone_explicit = {str(p) for p in found.missing}
+        gone_explicit = {path_text(p) for p in found.missing}
         for path in found.missing:
-            if str(path) not in known:
-                report.files.append(FileOutcome(str(path), "failed", error="no such file or directory"))
+            if path_text(path) not in known:
+                report.files.append(FileOutcome(path_text(path), "failed", error="no such file or directory"))
         for path in found.unsupported:
-            report.files.append(FileOutcome(str(path), "skipped", error=f"unsupported file type '{path.suffix or path.name}'"))
+            report.files.append(
+                FileOutcome(path_text(path), "skipped", error=f"unsupported file type '{path.suffix or path.name}'")
+            )
 
-        present = {str(p) for p in found.files}
-        roots = [str(r) + os.sep for r in found.roots]
+        present = {path_text(p) for p in found.files}
+        roots = [path_text(r) + os.sep for r in found.roots]
         removed = [
             doc for path, doc in known.items()
             if path not in present and (path in gone_explicit or any(path.startswith(r) for r in roots))
@@ -185,9 +187,10 @@ class IngestPipeline:
         for done, path in enumerate(files, start=1):
             if should_cancel is not None and should_cancel():
                 raise Cancelled(f"cancelled after {done - 1} of {total} files")
-            state.report.files.append(self._visit(state, path, known.get(str(path)), summarize_pending, should_cancel))
+            state.report.files.append(self._visit(state, path, known.get(path_text(path)), should_cancel))
+            self._flush_when_full(state, summarize_pending)
             if progress is not None:
-                progress(done, total, str(path))
+                progress(done, total, path_text(path))
 
     def _remove(self, state: _Run, docs: list[Document]) -> None:
         if not docs:
@@ -199,10 +202,10 @@ class IngestPipeline:
         state.report.files.extend(FileOutcome(d.path, "removed") for d in docs)
 
     def _visit(
-        self, state: _Run, path: Path, known: Document | None, summarize_pending: bool,
-        should_cancel: Callable[[], bool] | None = None,
+        self, state: _Run, path: Path, known: Document | None, should_cancel: Callable[[], bool] | None = None,
     ) -> FileOutcome:
         doc_type = doc_type_for(path) or ""
+        name = path_text(path)  # as stored and shown (rag/store/text.py)
         try:
             st = path.stat()
             if st.st_size > self.settings.max_file_bytes:
@@ -213,38 +216,50 @@ class IngestPipeline:
         except FileNotFoundError:
             if known is not None:
                 self._remove(state, [known])
-                return FileOutcome(str(path), "removed", error="file vanished during ingestion")
-            return FileOutcome(str(path), "failed", error="file vanished during ingestion")
+                return FileOutcome(name, "removed", error="file vanished during ingestion")
+            return FileOutcome(name, "failed", error="file vanished during ingestion")
         except (OSError, ReadError) as exc:
             status = "skipped" if isinstance(exc, ReadError) else "failed"
             self._fail(state, path, "", 0, 0.0, doc_type, str(exc))
-            return FileOutcome(str(path), status, error=str(exc))  # type: ignore[arg-type]
+            return FileOutcome(name, status, error=str(exc))  # type: ignore[arg-type]
 
         if known is not None and known.content_hash == digest and known.status == "indexed":
-            return FileOutcome(str(path), "unchanged", chunks=known.chunk_count)
+            return FileOutcome(name, "unchanged", chunks=known.chunk_count)
+        # One budget for parsing and chunking (RAG_PARSE_TIMEOUT_S): a file that takes longer fails alone.
+        budget = Work(self.settings.max_file_bytes, self.settings.max_expanded_bytes, self.settings.parse_timeout_s,
+                      should_cancel, what="parsing and chunking")
+        stage = "read the file"
         try:
             parsed = read_document(
-                path, self.settings.max_file_bytes, max_expanded_bytes=int(self.settings.max_expanded_mb * 2**20),
+                path, self.settings.max_file_bytes, max_expanded_bytes=self.settings.max_expanded_bytes,
                 timeout_s=self.settings.parse_timeout_s, should_cancel=should_cancel,
+                max_paragraphs=self.settings.max_paragraphs,
             )
-            chunks = self.chunker.split(parsed.text)
+            stage = "chunk the text"
+            chunks = self.chunker.split(parsed.text, budget.check)
             if not chunks:
                 raise ReadError("no text to index")
-        except ReadError as exc:
-            self._fail(state, path, digest, st.st_size, st.st_mtime, doc_type, str(exc))
-            return FileOutcome(str(path), "failed", error=str(exc))
-        except FileNotFoundError:
-            return FileOutcome(str(path), "failed", error="file vanished during ingestion")
         except ReadCancelled as exc:  # the file is not at fault: nothing is recorded for it
             raise Cancelled(f"cancelled while reading {path}") from exc
+        except FileNotFoundError:
+            return FileOutcome(name, "failed", error="file vanished during ingestion")
+        except Exception as exc:  # any failure of one file's parse or chunking fails that file alone
+            error = str(exc) if isinstance(exc, ReadError) else f"could not {stage}: {_reason(exc)}"
+            if not isinstance(exc, ReadError):
+                log.warning("could not %s %s", stage, path, exc_info=True)
+            self._fail(state, path, digest, st.st_size, st.st_mtime, doc_type, error)
+            return FileOutcome(name, "failed", error=error)
         state.pending.append(
             _Pending(path, digest, st.st_size, st.st_mtime, parsed.doc_type, parsed.title, parsed.metadata, chunks)
         )
         state.pending_chunks += len(chunks)
-        outcome = FileOutcome(str(path), "updated" if known is not None else "added", chunks=len(chunks))
+        return FileOutcome(name, "updated" if known is not None else "added", chunks=len(chunks))
+
+    def _flush_when_full(self, state: _Run, summarize_pending: bool) -> None:
+        """Embed and commit once enough chunks wait; called after the visited file's outcome is in the report, so
+        a document that fails at embedding or commit is marked failed there."""
         if state.pending_chunks >= FLUSH_BATCHES * self.settings.embed_batch_size:
             self._flush(state, summarize_pending)
-        return outcome
 
     def _fail(self, state: _Run, path: Path, digest: str, size: int, mtime: float, doc_type: str, error: str) -> None:
         def work(s: Session, changes: Changes) -> None:
@@ -260,13 +275,10 @@ class IngestPipeline:
         if not state.pending:
             return
         batch, state.pending, state.pending_chunks = state.pending, [], 0
-        vectors = self.embedder.embed([c.text for p in batch for c in p.chunks])
+        embedded = self._embed(state, batch)
 
         def work(s: Session, changes: Changes) -> None:
-            offset = 0
-            for item in batch:
-                vecs = vectors[offset : offset + len(item.chunks)]
-                offset += len(item.chunks)
+            for item, vecs in embedded:
                 page_starts, page_names = item.meta.get("page_starts"), item.meta.get("sheet_names")
                 records = [
                     ChunkRecord(c.position, c.text, c.token_count, v, c.start_char, c.end_char,
@@ -291,8 +303,36 @@ class IngestPipeline:
             self.store.indexes.save(state.coll)
             state.last_save = time.monotonic()
 
+    def _embed(self, state: _Run, batch: list[_Pending]) -> list[tuple[_Pending, np.ndarray]]:
+        """Each document of the batch with its chunks' vectors: one embedding call for the batch, and when that
+        fails, one call per document, so that only a document that fails alone is recorded as failed."""
+        try:
+            vectors = self.embedder.embed([c.text for p in batch for c in p.chunks])
+        except Exception as exc:  # one file's failure must not fail the job
+            if len(batch) > 1:
+                log.warning("embedding %d documents together failed (%s); embedding them one by one", len(batch),
+                            _reason(exc))
+                return [pair for item in batch for pair in self._embed(state, [item])]
+            (item,) = batch
+            error = f"could not embed the text: {_reason(exc)}"
+            log.warning("embedding %s failed", item.path, exc_info=True)
+            self._fail(state, item.path, item.content_hash, item.size, item.mtime, item.doc_type, error)
+            self._mark_failed(state, item.path, error)
+            return []
+        out, offset = [], 0
+        for item in batch:
+            out.append((item, vectors[offset : offset + len(item.chunks)]))
+            offset += len(item.chunks)
+        return out
+
     @staticmethod
     def _mark_failed(state: _Run, path: Path, error: str) -> None:
         for outcome in state.report.files:
-            if outcome.path == str(path):
+            if outcome.path == path_text(path):
                 outcome.status, outcome.error, outcome.chunks = "failed", error, 0
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as one line of a file's failure reason (its type, and its message when it has one)."""
+    message = " ".join(str(exc).split())[:500]
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

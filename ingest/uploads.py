@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rag.store.text import fs_path
+
 
 def uploads_root(data_dir: Path) -> Path:
     return data_dir / "uploads"
@@ -22,7 +24,7 @@ def discard_upload(data_dir: Path, path: str | Path) -> bool:
     """Remove an uploaded file (a document's source) and the folders it leaves empty; False when ``path`` is not
     an upload (server files are never touched) or is already gone."""
     root = uploads_root(data_dir).resolve()
-    file = Path(path)
+    file = Path(fs_path(str(path)))  # a stored path is text (rag/store/text.py): back to the name on disk
     if not file.is_absolute() or not file.resolve().is_relative_to(root):
         return False
     try:

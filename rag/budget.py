@@ -10,7 +10,8 @@ passages enter in rank order while they fit; the first one that does not fit is 
 room is useful (``min_truncated_tokens``), otherwise dropped with all later ones (``overflow="truncate"``, one-call
 modes) or left for the next call (``overflow="stop"``, the batch walks of refine / tree_summarize). Earlier turns of
 a conversation come last: as many of the most recent as the room left after the passages holds (:func:`fit_history`),
-whole turns, the oldest dropped first, counted on the rendered prompt like everything else.
+whole turns, the oldest dropped first, counted on the rendered prompt like everything else, and at most
+:data:`HISTORY_MAX_TOKENS` of them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from rag.models.llm import Message
 log = logging.getLogger(__name__)
 
 MIN_TRUNCATED_TOKENS = 32
+HISTORY_MAX_TOKENS = 1024
+"""Tokens of earlier turns one request carries at most (issue 32). Without a bound a long conversation filled the
+window: 499 messages took 67.7 s to answer instead of 2.5 s, nearly all of it the prefill of ~8k tokens of history
+on a CPU. The turns a follow-up leans on are the last few; 1,024 tokens hold about five exchanges."""
 
 
 class TokenBudgetModel(Protocol):
@@ -100,26 +105,47 @@ def fit_history(
     history: Sequence[Message],
     max_new_tokens: int,
 ) -> tuple[list[Message], int, int]:
-    """The prompt ``render(recent)`` with the longest suffix of ``history`` that still fits the window.
+    """The prompt ``render(recent)`` with the longest suffix of ``history`` that still fits the window, carrying at
+    most :data:`HISTORY_MAX_TOKENS` tokens more than ``render([])``.
 
     Cut only where a user message begins, so whole turns are dropped, the oldest first, and the roles keep
-    alternating as chat templates expect. ``render([])`` must fit already (the caller budgeted it). The count grows
-    with the suffix, so a binary search over the turn starts finds the longest in a few real counts.
-    Returns (messages, their tokens, history messages kept).
+    alternating as chat templates expect. ``render([])`` must fit already (the caller budgeted it). The history is
+    first cut to the turns whose own tokens fit that bound (:func:`recent_turns`), so a conversation of any length
+    costs what its last turns cost; the count grows with the suffix, so a binary search over the turn starts finds
+    the longest in a few real counts. Returns (messages, their tokens, history messages kept).
     """
-    cuts = sorted({i for i, m in enumerate(history) if m.get("role") == "user"} | {len(history)})
-    lo, hi = 0, len(cuts) - 1  # cuts[hi] fits (it keeps no history); find the smallest index that fits
     best = render([])
     best_tokens = llm.count_messages(best)
+    limit = min(llm.context_window - max_new_tokens, best_tokens + HISTORY_MAX_TOKENS)
+    recent = recent_turns(llm, history, limit - best_tokens)
+    cuts = sorted({i for i, m in enumerate(recent) if m.get("role") == "user"} | {len(recent)})
+    lo, hi = 0, len(cuts) - 1  # cuts[hi] fits (it keeps no history); find the smallest index that fits
     while lo < hi:
         mid = (lo + hi) // 2
-        messages = render(history[cuts[mid]:])
+        messages = render(recent[cuts[mid]:])
         tokens = llm.count_messages(messages)
-        if tokens + max_new_tokens <= llm.context_window:
+        if tokens <= limit:
             best, best_tokens, hi = messages, tokens, mid
         else:
             lo = mid + 1
-    return best, best_tokens, len(history) - cuts[hi]
+    return best, best_tokens, len(recent) - cuts[hi]
+
+
+def recent_turns(
+    llm: TokenBudgetModel, history: Sequence[Message], max_tokens: int, per_message: int | None = None
+) -> Sequence[Message]:
+    """The last whole turns of ``history`` (starting at a user message) whose contents add up to at most
+    ``max_tokens`` (each counted as at most ``per_message`` when given: the caller truncates them to that). Walks
+    from the newest message and stops past the bound, so it counts only what may be shown, whatever the length."""
+    total, start = 0, len(history)
+    for i in range(len(history) - 1, -1, -1):
+        tokens = llm.count_tokens(history[i].get("content", ""))
+        total += tokens if per_message is None else min(tokens, per_message)
+        if total > max_tokens:
+            break
+        if history[i].get("role") == "user":
+            start = i
+    return history[start:]
 
 
 def budget_prompt(

@@ -422,10 +422,15 @@ def serve(
     from api.app import create_app
 
     settings = _settings(data_dir)
-    if not settings.api_keys and not _is_loopback(host):
-        log.warning("serving on %s without API keys: anyone who can reach this address can read, add and delete "
-                    "documents; set RAG_API_KEYS (one key or a comma-separated list)", host)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    if not settings.auth and not _is_loopback(host):
+        log.warning("serving on %s without API keys (RAG_AUTH=off): anyone who can reach this address can read, add "
+                    "and delete documents; set RAG_API_KEYS (one key or a comma-separated list)", host)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # no key with authentication on
+        _say_error(str(exc))
+        raise typer.Exit(2) from None
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 def _is_loopback(host: str) -> bool:

@@ -86,9 +86,14 @@ class Settings(BaseSettings):
         default=100.0, gt=0, description="Zip-based files (docx, pptx, xlsx, odt, epub) whose members add up to more "
         "than this are skipped: their XML is parsed whole, and a small file can expand to gigabytes of it.",
     )
+    max_paragraphs: int = Field(
+        default=200_000, ge=1, description="A docx whose main part holds more paragraphs (counted in its XML before "
+        "it is parsed) is skipped: each costs python-docx ~30 us and ~700 bytes, so 2.7M tiny ones took 79 s and "
+        "1.8 GB. A 2,000-page report has ~60k. Every document's text is also capped at RAG_MAX_FILE_MB characters.",
+    )
     parse_timeout_s: float = Field(
-        default=120.0, gt=0, description="A file whose parsing takes longer is skipped, so one hostile file cannot "
-        "hold an ingestion job (and every job queued behind it) for hours.",
+        default=120.0, gt=0, description="A file whose parsing and chunking take longer is skipped, so one hostile "
+        "file cannot hold an ingestion job (and every job queued behind it) for hours.",
     )
     summarize: bool = Field(
         default=True, description="Summarise every new or changed document in the background after its chunks are "
@@ -135,6 +140,15 @@ class Settings(BaseSettings):
     task_files: int = Field(
         default=16, ge=1, le=1000, description="Files per queued task: embedded together (one file per task ran "
         "short documents at embedding batch size 1-2), each still committed in its own transaction.",
+    )
+    task_mb: float = Field(
+        default=4.0, gt=0, description="A queued task also ends before its files pass this many MB (a larger file "
+        "is a task alone): one task of many large files would hold a worker for as long as all of them take.",
+    )
+    broker_heartbeat_timeout_s: float = Field(
+        default=15.0, ge=2, description="Redis broker: a worker silent this long is taken for dead and its "
+        "unacknowledged tasks go back to the queue (checked at every broker command, so within about a second "
+        "more). RabbitMQ redelivers them as soon as the dead worker's connection closes.",
     )
     task_max_retries: int = Field(
         default=5, ge=0, description="Retries (exponential backoff, 0.5 s to 30 s) of a task that raised, e.g. "
@@ -268,7 +282,14 @@ class Settings(BaseSettings):
     allowed_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Server paths ingestion jobs may read."
     )
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Bearer keys; empty disables auth.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Bearer keys (one, a comma-separated list, or a JSON list). `rag serve` "
+        "refuses to start without one unless RAG_AUTH=off.",
+    )
+    auth: bool = Field(
+        default=True, description="Require a key of RAG_API_KEYS on every API route but health and readiness. "
+        "RAG_AUTH=off serves the API open to whoever reaches it: the only way to run it without keys.",
+    )
     max_upload_mb: float = 50.0
     max_request_kb: float = 256.0
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -298,6 +319,10 @@ class Settings(BaseSettings):
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def task_max_bytes(self) -> int:
+        return int(self.task_mb * 1024 * 1024)
 
     @property
     def max_expanded_bytes(self) -> int:

@@ -39,6 +39,8 @@ def server_env(models_dir: Path | None = None, **settings: Any) -> dict[str, str
     env["RAG_MAX_NEW_TOKENS"] = "8"
     env["RAG_LLM_THREADS"] = "1"  # see tests/conftest.py one_torch_thread: one thread holds on a busy 2-core machine
     env["RAG_SUMMARIZE"] = "off"  # see tests/conftest.py: a test that wants the background pass passes summarize=True
+    if "api_keys" not in settings:
+        env["RAG_AUTH"] = "off"  # a server without keys must say so (rag serve refuses to start otherwise)
     if models_dir is not None:
         env["RAG_MODELS_DIR"] = str(models_dir)
     for key, value in settings.items():

@@ -126,3 +126,36 @@ def test_reading_chat_messages() -> None:
     assert not read_chat(CONVERSATION, may_rewrite=False).needs_rewrite
     with pytest.raises(ValueError, match="no user message"):
         read_chat([{"role": "assistant", "content": "Hello"}, {"role": "user", "content": " "}])
+
+
+def test_a_long_conversation_costs_what_its_last_turns_cost(rag: RAG) -> None:
+    """Issue 32: 499 messages took 67.7 s to answer instead of 2.5 s: the history filled the window (~8k tokens of
+    prefill for the small model). Now the rewrite and the answer prompt carry at most HISTORY_MAX_TOKENS of earlier
+    turns, and only the turns that may be shown are read at all."""
+    from rag.budget import HISTORY_MAX_TOKENS, recent_turns
+
+    long_chat = [
+        m for i in range(249) for m in (
+            {"role": "user", "content": f"Tell me about volcano number {i} in Sicily and its eruptions. " * 5},
+            {"role": "assistant", "content": f"Volcano {i} erupted in {1600 + i}; it is tall and active. " * 5},
+        )
+    ] + CONVERSATION
+    llm = rag.llm
+    counted: list[str] = []
+    count = llm.count_tokens
+
+    def counting(text: str) -> int:
+        counted.append(text)
+        return count(text)
+
+    recent = recent_turns(type("Counter", (), {"count_tokens": staticmethod(counting)})(), long_chat[:-1],
+                          HISTORY_MAX_TOKENS)
+    assert recent[0]["role"] == "user" and recent[-2:] == CONVERSATION[:2]
+    assert len(counted) <= len(recent) + 2 < 30  # the walk stops past the bound (at most a turn past the kept ones)
+    assert sum(count(m["content"]) for m in recent) <= HISTORY_MAX_TOKENS
+
+    answer = rag.chat(long_chat)
+    assert answer.rewritten and "Eiffel" in answer.question, answer.question
+    short = rag.chat(CONVERSATION)
+    # two requests (the rewrite, the answer), each carrying at most HISTORY_MAX_TOKENS of earlier turns
+    assert answer.usage.prompt_tokens <= short.usage.prompt_tokens + 2 * HISTORY_MAX_TOKENS, (answer.usage, short.usage)

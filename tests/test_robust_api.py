@@ -8,6 +8,7 @@ comma-separated CORS origins), so every request here also proves those reach the
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     models = tmp_path_factory.getbasetemp() / "shared-models"
     env = server_env(models, max_upload_mb=1, max_file_mb=FILE_LIMIT_MB)
-    env.update(RAG_ALLOWED_ROOTS=str(root), RAG_API_KEYS=" , ".join(KEYS),
+    env.update(RAG_ALLOWED_ROOTS=str(root), RAG_API_KEYS=" , ".join(KEYS), RAG_AUTH="on",
                RAG_CORS_ORIGINS="https://a.example, https://b.example")
     with ApiServer(root.parent / "data", env) as srv:
         yield srv
@@ -281,3 +282,60 @@ def test_queued_request_whose_client_left_is_not_answered(server: ApiServer, ing
         finally:
             for response, _ in streams:
                 response.close()
+
+
+# --- issue 32: no stored string breaks a listing, every client string checked at the edge ----------------------
+def test_a_folder_with_a_name_that_is_not_utf8_is_ingested_whole(client: httpx.Client, root: Path) -> None:
+    """Before: the job's progress message (``last file: <path>``) could not be written to SQL and the whole job
+    failed with 0 documents. Now every file is stored (the odd name shown with U+FFFD and its byte in hex), the
+    corrupt one fails alone, and the listings serialise."""
+    folder = root / "bytes"
+    folder.mkdir()
+    (folder / "a_small.txt").write_text("Mount Etna is an active stratovolcano on the east coast of Sicily.")
+    (folder / os.fsdecode(b"caf\xff.txt")).write_text("The old cafe by the harbour serves grilled sardines on Fridays.")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
+    (folder / "z_small.txt").write_text("The Strait of Messina separates Sicily from the Italian mainland.")
+    job = wait_job(client, _status(client.post("/v1/ingest", json={"paths": [str(folder)], "collection": "bytes"}),
+                                   202)["job_id"])
+    assert job["state"] == "done" and job["counts"]["added"] == 3 and job["counts"]["failed"] == 1, job
+    assert [Path(e["path"]).name for e in job["errors"]] == ["broken.pdf"]
+    shown = str(folder / "caf\ufffdFF.txt")
+    assert shown in _documents(client, "bytes")
+    hits = _status(client.post("/v1/retrieve", json={"question": "grilled sardines", "collection": "bytes",
+                                                     "top_k": 1}), 200)["hits"]
+    assert hits[0]["document"] == shown
+    _status(client.get("/v1/jobs"), 200)
+    _status(client.get(f"/v1/jobs/{job['job_id']}"), 200)
+
+
+@pytest.mark.parametrize(("route", "body", "field"), [
+    ("/v1/ingest", {"paths": ["docs/\udfff.txt"]}, "paths.0"),
+    ("/v1/query", {"question": "Where is Etna \udfff?"}, "question"),
+    ("/v1/retrieve", {"question": "Etna", "path_prefix": "/srv/\ud800"}, "path_prefix"),
+    ("/v1/chat/completions", {"model": "rag", "messages": [{"role": "user", "content": "Etna \udfff?"}]},
+     "messages.0.content"),
+    ("/v1/chat/completions", {"model": "rag", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Etna \udfff?"}]}]}, "messages.0.content.0.text"),
+    ("/v1/chat/completions", {"model": SMALL_LLM, "messages": [{"role": "user", "content": "hi"}], "user": "\udfff"},
+     "user"),
+    ("/tokenize", {"prompt": "Etna \udfff?"}, "prompt"),
+    ("/v1/retrieve", {"question": "Etna", "\udfff": 1}, "\\udfff"),
+])
+def test_lone_surrogates_are_422_naming_the_field(client: httpx.Client, ingested: dict, route: str, body: dict,
+                                                  field: str) -> None:
+    """A lone surrogate spelled in JSON (``"\\udfff"``): /v1/chat/completions answered 500 (the tokenizer's
+    TypeError), /v1/ingest accepted it and then GET /v1/jobs answered 400 for as long as the job was listed."""
+    r = client.post(route, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    error = _status(r, 422)["error"]
+    assert error["message"].startswith(f"{field}: lone surrogate U+"), error
+    assert error["type"] == "invalid_request_error" and error["details"][0]["type"] == "string_unicode"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    pair = json.dumps({"question": "Where is Etna \ud83c\udf0b?"}).encode()  # a pair is a character: no error
+    assert client.post("/v1/retrieve", content=pair, headers={"content-type": "application/json"}).status_code == 200
+    jobs = _status(client.get("/v1/jobs"), 200)["jobs"]
+    assert not any("\ufffd" in p and "docs/" in p for j in jobs for p in j["paths"])
+
+
+def test_json_responses_say_nosniff(client: httpx.Client, ingested: dict) -> None:
+    for r in (client.get("/v1/collections"), client.get("/v1/documents/999999"), client.get("/healthz")):
+        assert r.headers["x-content-type-options"] == "nosniff", (r.url, r.headers)

@@ -132,6 +132,26 @@ def test_read_only_data_dir_ends_in_one_line(tmp_path: Path) -> None:
     assert re.search(r"read-only|readonly|unable to open database", line, re.IGNORECASE), line
 
 
+def test_rag_ingest_finishes_with_the_other_files_when_one_fails(tmp_path: Path) -> None:
+    """Issue 32: a 12 MB prose text made `rag ingest` exit 1 with 0 documents (NLTK's TimeoutError out of the
+    chunker). Here its chunking runs past the file's budget (RAG_PARSE_TIMEOUT_S=2; it takes ~6 s): that file fails
+    with its reason, the others are stored, and the command succeeds."""
+    from tests.test_robust_ingest import prose
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a_small.txt").write_text("Mount Etna is an active stratovolcano on the east coast of Sicily.")
+    (docs / "large.txt").write_text(prose(12 * 2**20))
+    (docs / "z_small.txt").write_text("The Strait of Messina separates Sicily from the Italian mainland.")
+    out = rag("ingest", str(docs), "--data-dir", str(tmp_path / "data"), "--json", env=_env(RAG_PARSE_TIMEOUT_S="2"))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    by_name = {Path(f["path"]).name: f for f in report["files"]}
+    assert by_name["a_small.txt"]["status"] == by_name["z_small.txt"]["status"] == "added"
+    assert by_name["large.txt"]["status"] == "failed"
+    assert "parsing and chunking took longer than 2 s" in by_name["large.txt"]["error"]
+
+
 # --- item 9: serving beyond this machine ------------------------------------------------------------------------
 def _serve_until(env: dict[str, str], data: Path, host: str, marker: str, timeout_s: float = 180) -> str:
     """Start ``rag serve`` and return its log up to the line containing ``marker`` (then stop it)."""
@@ -154,9 +174,19 @@ def _serve_until(env: dict[str, str], data: Path, host: str, marker: str, timeou
 
 
 def test_serving_off_loopback_without_keys_warns(tmp_path: Path) -> None:
-    log = _serve_until(_env(), tmp_path / "data", "0.0.0.0", "without API keys")
+    log = _serve_until(_env(RAG_AUTH="off"), tmp_path / "data", "0.0.0.0", "without API keys")
     warning = next(line for line in log.splitlines() if "without API keys" in line)
     assert warning.startswith("WARNING") and "0.0.0.0" in warning and "RAG_API_KEYS" in warning
+
+
+@pytest.mark.parametrize("keys", ["", ",", "[]", None])
+def test_an_empty_key_list_is_refused_at_start_up(tmp_path: Path, keys: str | None) -> None:
+    """Issue 32: RAG_API_KEYS='' / ',' / '[]' (or unset) silently served an open API; now only RAG_AUTH=off does."""
+    env = _env() if keys is None else _env(RAG_API_KEYS=keys)
+    out = rag("serve", "--data-dir", str(tmp_path / "data"), "--port", str(free_port()), env=env, timeout=120)
+    line = _assert_one_line_error(out, 2, "RAG_API_KEYS holds no key", "RAG_AUTH=off")
+    assert line == ("error: RAG_API_KEYS holds no key: set one key or a comma-separated list, or RAG_AUTH=off to "
+                    "serve the API without authentication")
 
 
 def test_serving_with_keys_does_not_warn(tmp_path: Path) -> None:

@@ -261,7 +261,7 @@ def test_an_unsupported_llm_summary_gives_way_to_the_extractive_one(
 
 def test_segments_rebuild_the_text_without_overlaps(make_rag: Callable[..., RAG], data_dir: Path) -> None:
     embedder = make_rag(data_dir).embedder
-    chunker = Chunker(embedder.count_tokens, embedder.token_ids, 120, 32)
+    chunker = Chunker(embedder.token_offsets, 120, 32)
     text = _long_text()
     chunks = chunker.split(text)
     assert len(chunks) > 5

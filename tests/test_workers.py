@@ -388,3 +388,83 @@ def test_workers_write_the_summaries_of_the_documents_a_job_wrote(
         assert all(d.summary and d.summary_model.startswith("extractive:") for d in rag.documents())
     finally:
         rag.close()
+
+
+REDIS = os.environ.get("RAG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_queue() -> Iterator[str]:
+    """A queue of its own on the machine's Redis, its keys (queue, delay queue, dead letters, acks) deleted after."""
+    redis = pytest.importorskip("redis")
+    if not _reachable("127.0.0.1", 6379):
+        pytest.skip("Redis not reachable at 127.0.0.1:6379")
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    yield name
+    client = redis.Redis.from_url(REDIS)
+    for key in client.scan_iter(f"dramatiq:*{name}*"):
+        client.delete(key)
+
+
+def _malformed_messages(queue: str, rag: RAG) -> int:
+    """What a broker anyone can write to may hold: bytes that are not a message, messages without the id Dramatiq
+    gives every message it sends (the probe's KeyError 'redis_message_id' consumer restarts), an unknown actor,
+    wrong arguments, and a 3 MB task of 100k paths for a job that does not exist. Returns how many."""
+    import redis
+    from dramatiq import Message
+
+    client = redis.Redis.from_url(REDIS)
+    raw = [b"not a message", b'{"queue_name": 1}', b"\xff\xfe",
+           Message(queue, "ingest_files", ("a" * 32, "default", ["/x"], False), {}, {}).encode()]
+    for data in raw:
+        message_id = uuid.uuid4().hex
+        client.hset(f"dramatiq:{queue}.msgs", message_id, data)
+        client.rpush(f"dramatiq:{queue}", message_id)
+    actor = rag.queue.actor
+    actor.send_with_options(args=("b" * 32, "default", ["/x"]))  # three arguments
+    actor.send(uuid.uuid4().hex, "default", [f"/srv/docs/file{i:06d}.txt" for i in range(100_000)], False)  # 3 MB
+    actor.send(uuid.uuid4().hex, "default", ["/srv/docs/one.txt"], False)  # a job that does not exist
+    rag.queue.broker.enqueue(Message(queue, "no_such_actor", (), {}, {}))
+    rag.queue.summary_actor.send("default", "not a list")
+    return len(raw) + 5
+
+
+def test_redis_redelivers_a_killed_workers_tasks_within_the_bound_after_malformed_messages(
+    tmp_path: Path, pg_url: str, redis_queue: str
+) -> None:
+    """The probe: after 9 malformed messages (consumer restarts; 6 of them vanished), a worker killed with -9 left
+    its task undelivered for 30 minutes; on a clean queue the kill took 316 s to heal. Now every malformed message
+    is dead-lettered at once, and the killed worker's tasks come back within RAG_BROKER_HEARTBEAT_TIMEOUT_S (15 s)
+    plus about a second: the job is done well within 60 s of the kill."""
+    import redis
+
+    folder = tmp_path / "docs"
+    _corpus(folder, 40)
+    rag = RAG(tmp_path / "api", database_url=pg_url, broker_url=REDIS, queue_name=redis_queue, task_files=4)
+    pool = Workers(tmp_path, pg_url, redis_queue)
+    try:
+        malformed = _malformed_messages(redis_queue, rag)
+        started = time.monotonic()
+        victim, survivor = pool.start(2, RAG_BROKER_URL=REDIS, RAG_EMBED_BATCH_SIZE="2")
+        client = redis.Redis.from_url(REDIS)
+        while client.zcard(f"dramatiq:{redis_queue}.XQ") < malformed:
+            assert time.monotonic() - started < 120, (client.zcard(f"dramatiq:{redis_queue}.XQ"), pool.logs())
+            time.sleep(0.2)
+        dead_lettered_after = time.monotonic() - started  # the 3 MB message was never worked on
+        job_id = rag.submit(folder, summarize=False)
+        _wait_processed(rag, job_id, 6, pool, timeout=180)
+        victim.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        job = _wait_job(rag, job_id, pool, timeout=180)
+        healed = time.monotonic() - killed
+        assert job.state == "done" and set(job.counts) <= {"added", "unchanged"}, (job, pool.logs())
+        assert sum(job.counts.values()) == job.total == 40
+        assert healed < 60, f"the killed worker's files took {healed:.0f}s to be done"
+        assert survivor.poll() is None
+        assert _contents(rag) == _single_process(tmp_path, folder)
+        assert client.llen(f"dramatiq:{redis_queue}") == 0
+        print(f"malformed dead-lettered {dead_lettered_after:.1f}s after the workers started; job done {healed:.1f}s "
+              "after the kill")
+    finally:
+        rag.close()
+        pool.stop()

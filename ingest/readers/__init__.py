@@ -14,7 +14,14 @@ One module per format family (``text``, ``html``, ``pdf``, ``office``, ``epub``,
 in ``registry``; ``document.read_document`` is the one entry, ``base`` what they all share.
 """
 
-from ingest.readers.base import DEFAULT_MAX_EXPANDED_BYTES, DEFAULT_TIMEOUT_S, ParsedDocument, ReadCancelled, ReadError
+from ingest.readers.base import (
+    DEFAULT_MAX_EXPANDED_BYTES,
+    DEFAULT_TIMEOUT_S,
+    ParsedDocument,
+    ReadCancelled,
+    ReadError,
+    Work,
+)
 from ingest.readers.document import read_document
 from ingest.readers.files import open_regular
 from ingest.readers.normalise import normalise_text
@@ -28,6 +35,7 @@ __all__ = [
     "ParsedDocument",
     "ReadCancelled",
     "ReadError",
+    "Work",
     "doc_type_for",
     "normalise_text",
     "open_regular",

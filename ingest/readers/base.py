@@ -31,6 +31,7 @@ class ReadCancelled(Exception):
 
 DEFAULT_MAX_EXPANDED_BYTES = int(Settings.model_fields["max_expanded_mb"].default * 2**20)
 DEFAULT_TIMEOUT_S: float = Settings.model_fields["parse_timeout_s"].default
+DEFAULT_MAX_PARAGRAPHS: int = Settings.model_fields["max_paragraphs"].default
 
 
 class Work:
@@ -38,8 +39,11 @@ class Work:
     between units of work; it costs a clock read, so they may call it per paragraph."""
 
     def __init__(self, max_bytes: int, max_expanded_bytes: int, timeout_s: float,
-                 should_cancel: Callable[[], bool] | None) -> None:
-        self.max_bytes = max_bytes
+                 should_cancel: Callable[[], bool] | None, what: str = "parsing",
+                 max_paragraphs: int = DEFAULT_MAX_PARAGRAPHS) -> None:
+        self.what = what  # named in the timeout's reason
+        self.max_bytes = max_bytes  # on disk, and the most characters of text a document may have
+        self.max_paragraphs = max_paragraphs
         self.max_expanded_bytes = max_expanded_bytes
         self.timeout_s = timeout_s
         self.deadline = time.monotonic() + timeout_s
@@ -49,7 +53,7 @@ class Work:
         if self.should_cancel is not None and self.should_cancel():
             raise ReadCancelled("cancelled while parsing")
         if time.monotonic() > self.deadline:
-            raise ReadError(f"parsing took longer than {self.timeout_s:g} s (RAG_PARSE_TIMEOUT_S), so the file is skipped")
+            raise ReadError(f"{self.what} took longer than {self.timeout_s:g} s (RAG_PARSE_TIMEOUT_S), so the file is skipped")
 
 
 @dataclass
@@ -80,6 +84,15 @@ def check_zip(data: bytes, work: Work) -> None:
     limit = min(20 * work.max_bytes, work.max_expanded_bytes)
     if expanded > limit:
         raise ReadError(f"archive expands to {expanded:,} bytes, over the {limit:,}-byte limit (RAG_MAX_EXPANDED_MB)")
+
+
+def check_text_size(chars: int, work: Work, what: str = "the text") -> None:
+    """Refuse a document whose text is longer than the file size limit, in characters: a small container (a docx,
+    an epub) can expand to far more text than any file of that limit holds, and every character costs chunking
+    and embedding time."""
+    if chars > work.max_bytes:
+        raise ReadError(f"{what} is {chars / 2**20:.1f} M characters, over the {work.max_bytes / 2**20:g} M limit "
+                        "(RAG_MAX_FILE_MB)")
 
 
 XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)

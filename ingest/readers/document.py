@@ -10,11 +10,13 @@ from pathlib import Path
 
 from ingest.readers.base import (
     DEFAULT_MAX_EXPANDED_BYTES,
+    DEFAULT_MAX_PARAGRAPHS,
     DEFAULT_TIMEOUT_S,
     ParsedDocument,
     ReadCancelled,
     ReadError,
     Work,
+    check_text_size,
     log,
 )
 from ingest.readers.files import read_bounded
@@ -29,8 +31,10 @@ def read_document(
     max_expanded_bytes: int = DEFAULT_MAX_EXPANDED_BYTES,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     should_cancel: Callable[[], bool] | None = None,
+    max_paragraphs: int = DEFAULT_MAX_PARAGRAPHS,
 ) -> ParsedDocument:
-    """Parse one file within ``max_bytes`` on disk, ``max_expanded_bytes`` unzipped and ``timeout_s`` of parsing.
+    """Parse one file within ``max_bytes`` on disk (and as many characters of text), ``max_expanded_bytes``
+    unzipped, ``max_paragraphs`` (docx) and ``timeout_s`` of parsing.
 
     Raises ReadError, or ReadCancelled when ``should_cancel`` returns True (never anything else but
     KeyboardInterrupt/SystemExit/MemoryError).
@@ -39,7 +43,7 @@ def read_document(
     doc_type = doc_type_for(path)
     if doc_type is None:
         raise ReadError(f"unsupported file type {path.suffix or '(no suffix)'!r}")
-    work = Work(max_bytes, max_expanded_bytes, timeout_s, should_cancel)
+    work = Work(max_bytes, max_expanded_bytes, timeout_s, should_cancel, max_paragraphs=max_paragraphs)
     try:
         data = read_bounded(path, max_bytes)
         with _warnings_to_debug():
@@ -49,6 +53,7 @@ def read_document(
     except Exception as exc:  # any parser bug or malformed input: report it, never crash the ingestion run
         detail = str(exc).strip() or type(exc).__name__
         raise ReadError(f"could not parse {doc_type} file: {detail}") from exc
+    check_text_size(len(text), work)
     text = normalise_text(text)
     if not text:
         raise ReadError("empty document")

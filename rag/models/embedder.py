@@ -102,6 +102,10 @@ class Embedder:
         """Word-piece ids without special tokens, never truncated: the chunker measures whole documents."""
         return self._ruler.encode(text, add_special_tokens=False).ids
 
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Each word piece's (start, end) in ``text``, special tokens left out, never truncated: the chunker's ruler."""
+        return self._ruler.encode(text, add_special_tokens=False).offsets
+
     def count_tokens(self, text: str) -> int:
         return len(self.token_ids(text))
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from rag.store.text import SafeJSON, SafeText
 from rag.types import utcnow  # the one clock; the store's modules take it from here with the tables it stamps
 
 
@@ -66,20 +67,20 @@ class Document(Base):
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
-    path: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(SafeText)  # rag/store/text.py: a file name that is not UTF-8 is escaped
     content_hash: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer, default=0)
     mtime: Mapped[float] = mapped_column(default=0.0)
     doc_type: Mapped[str] = mapped_column(String(20), default="")
-    title: Mapped[str | None] = mapped_column(Text, nullable=True)
+    title: Mapped[str | None] = mapped_column(SafeText, nullable=True)
     status: Mapped[str] = mapped_column(String(20), default="indexed")  # indexed | failed
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(SafeText, nullable=True)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
-    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    meta: Mapped[dict[str, Any]] = mapped_column(SafeJSON, default=dict)
     summary: Mapped[str | None] = mapped_column(Text, nullable=True)
     summary_state: Mapped[str] = mapped_column(String(20), default="none")  # none | pending | extractive | done | rejected | failed
     summary_model: Mapped[str | None] = mapped_column(String(500), nullable=True)
-    summary_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    summary_error: Mapped[str | None] = mapped_column(SafeText, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -102,7 +103,7 @@ class Chunk(Base):
     token_count: Mapped[int] = mapped_column(Integer)
     start_char: Mapped[int | None] = mapped_column(Integer, nullable=True)
     end_char: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    meta: Mapped[dict[str, Any]] = mapped_column(SafeJSON, default=dict)
     # Normalised, collection.embed_dim values: float16 (float32 in stores written before schema version 3).
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
 
@@ -129,12 +130,12 @@ class IngestionRun(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     collection: Mapped[str] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|done|failed|cancelled|interrupted
-    paths: Mapped[list[str]] = mapped_column(JSON, default=list)
+    paths: Mapped[list[str]] = mapped_column(SafeJSON, default=list)
     total: Mapped[int] = mapped_column(Integer, default=0)
     processed: Mapped[int] = mapped_column(Integer, default=0)
     counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
-    errors: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
-    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    errors: Mapped[list[dict[str, str]]] = mapped_column(SafeJSON, default=list)
+    message: Mapped[str | None] = mapped_column(SafeText, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -153,10 +154,10 @@ class IngestionItem(Base):
     __table_args__ = (UniqueConstraint("run_id", "path", name="uq_ingestion_item").ddl_if(callable_=_not_postgres),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("ingestion_runs.id", ondelete="CASCADE"), index=True)
-    path: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(SafeText)
     status: Mapped[str] = mapped_column(String(20))  # a FileStatus
     chunks: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(SafeText, nullable=True)
     bytes: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -5,7 +5,8 @@ When to rewrite is decided without the model, so most questions cost nothing ext
 question stands alone when there is no earlier turn, or when it has no referring word (it, they, this, that, there,
 …), does not open as a continuation ("and …", "what about …") and has at least three content words. Otherwise
 one budgeted LLM call rewrites it (:func:`rewrite`): the recent conversation (each message capped at
-``REWRITE_MESSAGE_TOKENS``, whole turns, the oldest dropped first until the prompt fits, :func:`rag.budget.fit_history`)
+``REWRITE_MESSAGE_TOKENS``, whole turns, the oldest dropped first until the prompt fits and carries at most
+:data:`rag.budget.HISTORY_MAX_TOKENS` of them, :func:`rag.budget.fit_history`; only those last turns are ever read)
 and the follow-up, greedy, at most ``REWRITE_MAX_NEW_TOKENS``, after one worked example. A reply that is not a
 rewrite (empty, cut off, an answer instead of a question, or adding no word of the conversation to the question) is
 replaced by the previous user message followed by the question.
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from rag.budget import build_messages, fit_history
+from rag.budget import HISTORY_MAX_TOKENS, build_messages, fit_history, recent_turns
 from rag.models.llm import Message
 from rag.synthesis.words import content_words
 
@@ -103,7 +104,8 @@ def stands_alone(question: str, history: Sequence[Message]) -> bool:
 def rewrite(llm: LLM, chat: Chat) -> tuple[str, Generation | None]:
     """The follow-up as a standalone question, from one budgeted call (returned too, for the answer's usage); the
     question itself when not even the last turn of the conversation fits beside it."""
-    history = [{"role": m["role"], "content": llm.truncate(m["content"], REWRITE_MESSAGE_TOKENS)} for m in chat.history]
+    recent = recent_turns(llm, chat.history, HISTORY_MAX_TOKENS, per_message=REWRITE_MESSAGE_TOKENS)
+    history = [{"role": m["role"], "content": llm.truncate(m["content"], REWRITE_MESSAGE_TOKENS)} for m in recent]
 
     def render(recent: Sequence[Message]) -> list[Message]:
         conversation = "\n".join(f"{_ROLES[m['role']]}: {m['content']}" for m in recent)
@@ -116,10 +118,10 @@ def rewrite(llm: LLM, chat: Chat) -> tuple[str, Generation | None]:
     if not kept:
         return chat.question, None
     reply = llm.generate(messages, max_new_tokens=REWRITE_MAX_NEW_TOKENS, temperature=0.0, top_p=1.0)
-    return _clean(reply.text, chat, reply.finish_reason), reply
+    return _clean(reply.text, chat, history[len(history) - kept:], reply.finish_reason), reply
 
 
-def _clean(reply: str, chat: Chat, finish_reason: str) -> str:
+def _clean(reply: str, chat: Chat, shown: Sequence[Message], finish_reason: str) -> str:
     """The first line of the reply without a "Question:" label or quotes, when it is a rewrite: complete, a question
     if one was asked, and bringing in a word of the conversation that the question lacks (else it is the question
     copied). Otherwise (a small model answered, or copied) the previous user message followed by the question:
@@ -128,8 +130,8 @@ def _clean(reply: str, chat: Chat, finish_reason: str) -> str:
     line = _ANSWER_PREFIX.sub("", lines[0] if lines else "").strip().strip('"\'“”').strip()
     complete = finish_reason != "length" or len(lines) > 1
     asks = line.endswith("?") or not chat.question.endswith("?")
-    earlier = content_words(" ".join(m["content"] for m in chat.history))
+    earlier = content_words(" ".join(m["content"] for m in shown))
     if line and complete and asks and (content_words(line) - content_words(chat.question)) & earlier:
         return line
-    previous = next((m["content"] for m in reversed(chat.history) if m["role"] == "user"), "")
+    previous = next((m["content"] for m in reversed(shown) if m["role"] == "user"), "")
     return f"{previous} {chat.question}".strip()
