@@ -25,14 +25,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api import errors, web
+from api.access import authorize, check_rules
+from api.admin import router as admin_router
 from api.concurrency import RetrievalLimit, gate_for
 from api.jobs import JobManager
+from api.limits import KeyLimits
 from api.metrics import Metrics, MetricsMiddleware
 from api.openai_compat import router as openai_router
 from api.passages import router as passages_router
 from api.routes import router as v1_router
 from api.schemas import Health
-from api.security import BodyLimitMiddleware, NoSniffMiddleware, check_auth, require_api_key
+from api.security import BodyLimitMiddleware, NoSniffMiddleware, check_auth
 from api.text_input import LoneSurrogateMiddleware
 from api.tokenize import router as tokenize_router
 from rag.engine import RAG
@@ -76,9 +79,10 @@ def _warm_up(app: FastAPI, rag: RAG, ready: Readiness) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for ``settings`` (default: from the environment). The engine opens when the app starts.
 
-    Raises ValueError when authentication is on and no key is configured (:func:`api.security.check_auth`)."""
+    Raises ValueError when authentication is on and no key is configured (:func:`api.security.check_auth`), and
+    RuntimeError when a route has no access rule (:func:`api.access.check_rules`)."""
     settings = settings or Settings()
-    check_auth(settings)
+    check_auth(settings, lambda: _has_stored_keys(settings))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     metrics = Metrics()
 
@@ -116,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.llm_window = None
     app.state.llm_gate = gate_for(settings.llm_backend)
     app.state.retrieval = RetrievalLimit(settings.retrieve_concurrency)
+    app.state.key_limits = KeyLimits(settings.key_requests_per_minute, settings.key_concurrent_answers,
+                                     enabled=settings.auth)
     errors.install(app)
 
     app.add_middleware(LoneSurrogateMiddleware)
@@ -132,9 +138,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(passages_router)
     app.include_router(openai_router)
     app.include_router(tokenize_router)
+    app.include_router(admin_router)
     _add_operational_routes(app)
     web.install(app)
+    check_rules(app)
     return app
+
+
+def _has_stored_keys(settings: Settings) -> bool:
+    """Whether the store holds a key made by `rag keys create` (asked only when RAG_API_KEYS is empty)."""
+    from rag.store.store import Store
+
+    store = Store(settings)
+    try:
+        return store.has_keys()
+    finally:
+        store.close()
 
 
 def _add_operational_routes(app: FastAPI) -> None:
@@ -164,8 +183,9 @@ def _add_operational_routes(app: FastAPI) -> None:
         status = "ready" if ok else "not ready"
         return JSONResponse({"status": status, "checks": checks}, status_code=200 if ok else 503)
 
-    @app.get("/metrics", tags=["operations"], dependencies=[Depends(require_api_key)],
+    @app.get("/metrics", tags=["operations"], dependencies=[Depends(authorize)],
              response_class=PlainTextResponse)
     def prometheus_metrics(request: Request) -> Any:
-        """Prometheus exposition: request counts/latencies by route and status, ingestion jobs and files, tokens."""
+        """Prometheus exposition: request counts/latencies by route and status, ingestion jobs and files, tokens.
+        Counts over every collection, so only a key that sees every collection reads them."""
         return request.app.state.metrics.render()

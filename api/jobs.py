@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,8 +101,9 @@ class JobManager:
         except KeyError:
             raise APIError(404, f"no job {job_id!r}") from None
 
-    def list_jobs(self, limit: int = 50) -> list[dict[str, Any]]:
-        return [self.rag.job(r.id).to_dict() for r in self.rag.store.list_runs(limit)]
+    def list_jobs(self, limit: int = 50, collections: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The newest jobs, of every collection or of ``collections`` (what an API key sees)."""
+        return [self.rag.job(r.id).to_dict() for r in self.rag.store.list_runs(limit, collections=collections)]
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Queued jobs are cancelled at once; running ones stop after the file in hand (any replica's)."""

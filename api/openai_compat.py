@@ -9,7 +9,8 @@ Two models are listed:
   recent turns ride in the answer prompt as far as they fit. The verified sources (with their supporting spans),
   ``groundedness`` and the ``question`` searched ride along as extra fields (response, and final stream chunk,
   which also carries the final ``text``). The RAG options ``collection``, ``top_k`` and ``mode`` may be sent as
-  extra body fields (``extra_body`` in the openai client).
+  extra body fields (``extra_body`` in the openai client). ``rag`` answers from the key's default collection (or
+  ``collection``), never from one the key may not see; ``rag:<collection>`` names the collection in the model.
 
 The official ``openai`` client works against this unchanged; unknown OpenAI parameters are accepted and ignored.
 """
@@ -27,24 +28,24 @@ from starlette.concurrency import run_in_threadpool
 
 from api import answers
 from api import schemas as S
+from api.access import MODEL_PREFIX, RAG_MODEL, Access, authorize
 from api.concurrency import LLMGate, Slot, admit
 from api.deps import get_metrics, get_rag, get_settings
 from api.errors import APIError, stream_error_body, translate
 from api.metrics import Metrics
 from api.openai_schemas import ChatRequest, ModelList, plain_messages
-from api.security import require_api_key
 from api.sse import sse
 from api.streaming import BlockingStream, GatedStreamingResponse
 from rag.engine import RAG
 from rag.settings import Settings
 from rag.types import Answer
 
-RAG_MODEL = "rag"
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(dependencies=[Depends(authorize)])
 
 Rag = Annotated[RAG, Depends(get_rag)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+AccessDep = Annotated[Access, Depends(authorize)]
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -132,24 +133,25 @@ def _known_window(request: Request, settings: Settings) -> int | None:
           "content": {"text/event-stream": {"schema": {"type": "string"}}}},
 })
 async def chat_completions(req: ChatRequest, request: Request, rag: Rag, settings: SettingsDep,
-                           metrics: MetricsDep) -> Any:
+                           metrics: MetricsDep, access: AccessDep) -> Any:
     gate: LLMGate = request.app.state.llm_gate
-    if req.model == RAG_MODEL:
-        return await _rag_chat(req, request, rag, metrics, gate)
+    if access.collection is not None:  # model `rag` or `rag:<collection>` (api.access.chat_collection)
+        return await _rag_chat(req, request, rag, metrics, gate, access.collection)
     if req.model == settings.llm_model:
         return await _llm_chat(req, request, rag, settings, metrics, gate)
     raise APIError(404, f"model {req.model!r} does not exist; GET /v1/models lists '{settings.llm_model}' and "
-                        f"'{RAG_MODEL}'", "model_not_found")
+                        f"'{RAG_MODEL}' ('{MODEL_PREFIX}<collection>' answers from one collection)", "model_not_found")
 
 
-async def _rag_chat(req: ChatRequest, request: Request, rag: RAG, metrics: Metrics, gate: LLMGate) -> Any:
-    ask = answers.Ask(rag.conversation(plain_messages(req.messages)), req.top_k, req.collection, req.mode)
-    completion = _Completion(RAG_MODEL)
+async def _rag_chat(req: ChatRequest, request: Request, rag: RAG, metrics: Metrics, gate: LLMGate,
+                    collection: str) -> Any:
+    ask = answers.Ask(rag.conversation(plain_messages(req.messages)), req.top_k, collection, req.mode)
+    completion = _Completion(req.model)
     if not req.stream:
         answer = await answers.answer(rag, gate, request, ask)
         metrics.add_usage("chat", answer.usage.prompt_tokens, answer.usage.completion_tokens)
         return {
-            "id": completion.id, "object": "chat.completion", "created": completion.created, "model": RAG_MODEL,
+            "id": completion.id, "object": "chat.completion", "created": completion.created, "model": req.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
                          "finish_reason": "stop", "logprobs": None}],
             "usage": _usage(answer.usage.prompt_tokens, answer.usage.completion_tokens),

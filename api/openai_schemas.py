@@ -49,7 +49,9 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1, le=1, description="Only one choice is supported.")
-    collection: str = Field(default="default", min_length=1, max_length=200, pattern=r"^[^\x00]+$")
+    collection: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00]+$",
+                                   description="Model `rag`: the collection to answer from (default: `default`, or "
+                                   "the first of a scoped key's list). Model `rag:<collection>` names it instead.")
     top_k: int | None = Field(default=None, ge=1, le=100)
     mode: SynthesisMode | None = None
 

@@ -12,13 +12,13 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from api import schemas as S
+from api.access import authorize
 from api.deps import get_rag
-from api.security import require_api_key
 from rag.engine import RAG
 from rag.store.store import ChunkRow
 from rag.types import page_at
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["documents"])
+router = APIRouter(prefix="/v1", dependencies=[Depends(authorize)], tags=["documents"])
 
 Rag = Annotated[RAG, Depends(get_rag)]
 DocumentId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Document id (from /v1/documents).")]

@@ -23,12 +23,13 @@ from starlette.datastructures import UploadFile
 
 from api import answers
 from api import schemas as S
+from api.access import Access, authorize
 from api.concurrency import LLMGate
 from api.deps import get_jobs, get_metrics, get_rag, get_settings
 from api.errors import APIError, stream_error_body
 from api.jobs import JobManager
 from api.metrics import Metrics
-from api.security import require_api_key, resolve_allowed
+from api.security import resolve_allowed
 from api.sse import sse
 from api.streaming import BlockingStream, GatedStreamingResponse
 from api.uploads import distinct_names, refusal, save_upload, upload_name
@@ -39,12 +40,13 @@ from rag.types import Answer
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
 
 Rag = Annotated[RAG, Depends(get_rag)]
 Jobs = Annotated[JobManager, Depends(get_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+AccessDep = Annotated[Access, Depends(authorize)]
 DocumentId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Document id (from /v1/documents).")]
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Job id (from POST /v1/ingest).")]
 CollectionQuery = Annotated[
@@ -77,17 +79,21 @@ _INGEST_OPENAPI = {
     responses=S.error_responses(400, 401, 403, 413, 415, 422, 503),
     summary="Start an ingestion job from server paths (JSON) or uploaded files (multipart)",
 )
-async def ingest(request: Request, jobs: Jobs, settings: SettingsDep) -> JSONResponse:
+async def ingest(request: Request, jobs: Jobs, settings: SettingsDep, access: AccessDep) -> JSONResponse:
     """Paths must resolve inside ``RAG_ALLOWED_ROOTS`` (symlinks and ``..`` resolved first), else 403.
     Uploads are saved under ``<data_dir>/uploads/<collection>/`` within ``RAG_MAX_UPLOAD_MB`` (else 413), their
     names kept (folders and any script's letters; duplicates in one request get " (2)"); uploads of a type or
     size ingestion would skip are not saved and are listed in ``rejected`` (all of them rejected: 422).
-    Poll ``GET /v1/jobs/{job_id}`` for progress."""
+    Poll ``GET /v1/jobs/{job_id}`` for progress. Without a collection, the key's default one (``default``, or the
+    first of its list)."""
+    collection = access.collection or "default"
+    if not _valid_collection(collection):
+        raise APIError(422, f"collection must match {S.COLLECTION_PATTERN}")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     rejected: list[dict[str, str]] = []
     uploaded = content_type == "multipart/form-data"
     if uploaded:
-        paths, collection, summarize, rejected = await _save_uploads(request, settings)
+        paths, summarize, rejected = await _save_uploads(request, settings, collection)
     elif content_type in ("application/json", "") or content_type.endswith("+json"):
         body = await _json_body(request)
         try:
@@ -95,7 +101,7 @@ async def ingest(request: Request, jobs: Jobs, settings: SettingsDep) -> JSONRes
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False)) from None
         paths = [str(resolve_allowed(p, settings.allowed_roots)) for p in req.paths]
-        collection, summarize = req.collection, req.summarize
+        summarize = req.summarize
     else:
         raise APIError(415, f"unsupported content type {content_type!r}: send application/json or multipart/form-data")
     try:
@@ -104,6 +110,8 @@ async def ingest(request: Request, jobs: Jobs, settings: SettingsDep) -> JSONRes
         if uploaded:  # saved for a job that will never run
             _discard_all(settings, paths)
         raise
+    counts = {"files": len(paths), "rejected": len(rejected)} if uploaded else {"paths": len(paths)}
+    await access.audit(request, "upload" if uploaded else "ingest", target=job_id, counts=counts)
     return JSONResponse({"job_id": job_id, "state": "queued", "rejected": rejected}, status_code=202,
                         headers={"Location": f"/v1/jobs/{job_id}"})
 
@@ -120,14 +128,12 @@ async def _json_body(request: Request) -> Any:
 
 
 async def _save_uploads(
-    request: Request, settings: Settings
-) -> tuple[list[str], str, bool | None, list[dict[str, str]]]:
-    """Save the uploads a job can use; returns their paths, the collection, summarize, and the refused ones."""
+    request: Request, settings: Settings, collection: str
+) -> tuple[list[str], bool | None, list[dict[str, str]]]:
+    """Save the uploads a job can use into ``collection``; returns their paths, summarize, and the refused ones."""
+    # The same limits as api.access.ingest_collection, which parsed this form first to find its collection.
     async with request.form(max_files=1000, max_fields=100) as form:
-        collection = form.get("collection") or "default"
         summarize_raw = form.get("summarize")
-        if not isinstance(collection, str) or not _valid_collection(collection):
-            raise APIError(422, f"collection must match {S.COLLECTION_PATTERN}")
         summarize: bool | None = None
         if isinstance(summarize_raw, str) and summarize_raw:
             if summarize_raw.lower() not in ("true", "false", "1", "0"):
@@ -150,7 +156,7 @@ async def _save_uploads(
         if not saved:
             raise APIError(422, "no upload can be ingested: " + "; ".join(f"{r['path']}: {r['error']}" for r in rejected))
         log.info("saved %d upload(s) for collection '%s' (%d refused)", len(saved), collection, len(rejected))
-        return saved, collection, summarize, rejected
+        return saved, summarize, rejected
 
 
 async def _save_one(upload: UploadFile, folder: FsPath, name: PurePosixPath, saved: list[str],
@@ -174,9 +180,10 @@ def _valid_collection(name: str) -> bool:
 
 
 @router.get("/jobs", response_model=S.JobList, responses=S.error_responses(401))
-def list_jobs(jobs: Jobs, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
-    """Most recent jobs first, as persisted (jobs of earlier runs of the server included)."""
-    return {"jobs": jobs.list_jobs(limit)}
+def list_jobs(jobs: Jobs, access: AccessDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+    """Most recent jobs first, as persisted (jobs of earlier runs of the server included), of the collections the
+    key sees."""
+    return {"jobs": jobs.list_jobs(limit, access.visible)}
 
 
 @router.get("/jobs/{job_id}", response_model=S.Job, responses=S.error_responses(401, 404))
@@ -185,10 +192,12 @@ def get_job(job_id: JobId, jobs: Jobs) -> dict[str, Any]:
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=S.Job, responses=S.error_responses(401, 404, 409))
-def cancel_job(job_id: JobId, jobs: Jobs) -> dict[str, Any]:
+async def cancel_job(job_id: JobId, jobs: Jobs, request: Request, access: AccessDep) -> dict[str, Any]:
     """A queued job is cancelled at once; a running one stops after the file in hand (state ``cancelling``,
     then ``cancelled``). A finished job answers 409."""
-    return jobs.cancel(job_id)
+    job = await run_in_threadpool(jobs.cancel, job_id)
+    await access.audit(request, "cancel", target=job_id)
+    return job
 
 
 # --- query + retrieve ----------------------------------------------------------------------------
@@ -203,13 +212,13 @@ def cancel_job(job_id: JobId, jobs: Jobs) -> dict[str, Any]:
                              "searched), or `event: error` (data: {\"error\": ...})."},
     },
 )
-async def query(req: S.QueryRequest, request: Request, rag: Rag, metrics: MetricsDep) -> Any:
+async def query(req: S.QueryRequest, request: Request, rag: Rag, metrics: MetricsDep, access: AccessDep) -> Any:
     """A grounded answer with numbered, verified sources, or an abstention when the documents hold nothing relevant
     (given at once: it does not wait for the model). With ``history`` (the earlier turns), a follow-up that does not
     stand alone is first rewritten into a question that does (returned as ``question``)."""
     messages = [*(m.model_dump() for m in req.history), {"role": "user", "content": req.question}]
-    ask = answers.Ask(rag.conversation(messages), req.top_k, req.collection, req.mode, req.path_prefix,
-                      req.document_ids)
+    ask = answers.Ask(rag.conversation(messages), req.top_k, access.collection or "default", req.mode,
+                      req.path_prefix, req.document_ids)
     gate: LLMGate = request.app.state.llm_gate
     if not (req.stream or "text/event-stream" in request.headers.get("accept", "")):
         answer = await answers.answer(rag, gate, request, ask)
@@ -232,19 +241,21 @@ async def _query_events(stream: BlockingStream[str | Answer], metrics: Metrics) 
 
 
 @router.post("/retrieve", response_model=S.RetrieveResponse, responses=S.error_responses(400, 401, 413, 422, 503))
-async def retrieve(req: S.RetrieveRequest, rag: Rag, request: Request) -> dict[str, Any]:
+async def retrieve(req: S.RetrieveRequest, rag: Rag, request: Request, access: AccessDep) -> dict[str, Any]:
     """Ranked passages with their scores; no LLM involved. At most RAG_RETRIEVE_CONCURRENCY run at once."""
+    collection = access.collection or "default"
     hits = await request.app.state.retrieval.run(
-        lambda: rag.retrieve(req.question, req.top_k, req.collection, path_prefix=req.path_prefix,
+        lambda: rag.retrieve(req.question, req.top_k, collection, path_prefix=req.path_prefix,
                              document_ids=req.document_ids, mode=req.mode))
     return {"hits": [h.to_dict() for h in hits]}
 
 
 # --- documents + collections ---------------------------------------------------------------------
 @router.get("/documents", response_model=S.DocumentList, responses=S.error_responses(401))
-def list_documents(rag: Rag, collection: CollectionQuery = None) -> dict[str, Any]:
-    """Documents with their indexing state and summary state (summaries themselves: GET one document)."""
-    return {"documents": [d.to_dict() for d in rag.documents(collection)]}
+def list_documents(rag: Rag, access: AccessDep, collection: CollectionQuery = None) -> dict[str, Any]:
+    """Documents with their indexing state and summary state (summaries themselves: GET one document), of one
+    collection or of every collection the key sees."""
+    return {"documents": [d.to_dict() for d in rag.store.document_infos(collection, collections=access.visible)]}
 
 
 @router.get("/documents/{document_id}", response_model=S.DocumentInfo, responses=S.error_responses(401, 404))
@@ -253,12 +264,14 @@ def get_document(document_id: DocumentId, rag: Rag) -> dict[str, Any]:
 
 
 @router.delete("/documents/{document_id}", response_model=S.Deleted, responses=S.error_responses(401, 404))
-def delete_document(document_id: DocumentId, rag: Rag) -> dict[str, Any]:
+async def delete_document(document_id: DocumentId, rag: Rag, request: Request, access: AccessDep) -> dict[str, Any]:
     """Remove the document from SQL and the index; answers cite it no more. An uploaded document's file goes too."""
-    removed = rag.delete(document_id)
+    removed = await run_in_threadpool(rag.delete, document_id)
+    await access.audit(request, "delete", target=str(document_id), counts={"chunks": removed})
     return {"id": document_id, "deleted": True, "chunks_removed": removed}
 
 
 @router.get("/collections", response_model=S.CollectionList, responses=S.error_responses(401))
-def list_collections(rag: Rag) -> dict[str, Any]:
-    return {"collections": rag.collections()}
+def list_collections(rag: Rag, access: AccessDep) -> dict[str, Any]:
+    """The collections the key sees."""
+    return {"collections": rag.store.collections(access.visible)}

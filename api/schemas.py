@@ -23,12 +23,16 @@ MAX_ID = 2**31 - 1
 DocumentIdValue = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
+DEFAULT_COLLECTION = "Default: `default`, or for an API key scoped to collections without it, the first of its list."
+
+
 def NewCollection() -> Any:
-    return Field(default="default", pattern=COLLECTION_PATTERN, description="Collection to write to.")
+    return Field(default=None, pattern=COLLECTION_PATTERN, description=f"Collection to write to. {DEFAULT_COLLECTION}")
 
 
 def CollectionRef() -> Any:
-    return Field(default="default", min_length=1, max_length=200, pattern=NO_NUL, description="Collection to read from.")
+    return Field(default=None, min_length=1, max_length=200, pattern=NO_NUL,
+                 description=f"Collection to read from. {DEFAULT_COLLECTION}")
 
 
 RetrievalMode = Literal["hybrid", "dense", "lexical"]
@@ -46,7 +50,7 @@ class IngestRequest(_Strict):
         description="Files or folders on the server; each must resolve inside an allowed root (RAG_ALLOWED_ROOTS). "
         "Relative paths are relative to the first allowed root.",
     )
-    collection: str = NewCollection()
+    collection: str | None = NewCollection()
     summarize: bool | None = Field(default=None, description="Summarise the documents in the background (default: RAG_SUMMARIZE, on).")
 
 
@@ -96,7 +100,7 @@ class JobList(BaseModel):
 class _Question(_Strict):
     question: str = Field(min_length=1, max_length=8000, description="The question (not empty).")
     top_k: int | None = Field(default=None, ge=1, le=100, description="Passages to retrieve (default: RAG_TOP_K).")
-    collection: str = CollectionRef()
+    collection: str | None = CollectionRef()
     path_prefix: str | None = Field(
         default=None, max_length=4096, pattern=NO_NUL, description="Only documents under this path."
     )
@@ -189,7 +193,9 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 _ERROR_TEXT = {
-    400: "Bad request", 401: "Missing or invalid API key", 403: "Path outside the allowed roots",
+    400: "Bad request", 401: "Missing, invalid, expired or revoked API key",
+    403: "The key's role does not allow this (or a path outside the allowed roots)",
     404: "Not found", 409: "Conflict with the current state", 413: "Request body too large",
-    422: "Invalid request body", 503: "A model or the store is not available",
+    422: "Invalid request body", 429: "The key's request or answer limit; see Retry-After",
+    503: "A model or the store is not available",
 }

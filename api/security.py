@@ -1,13 +1,15 @@
 """What protects the server: bearer API keys, request size limits, and the allowed-roots rule for server paths.
 
-- Keys are compared with ``hmac.compare_digest`` against every configured key (no early exit), and never logged.
+- Keys of RAG_API_KEYS are compared with ``hmac.compare_digest`` against every one (no early exit); stored keys are
+  found by the hash of what is presented (``rag/store/keys.py``). Keys are never logged. What a key may do is
+  decided in ``api/access.py``.
 - Size limits are enforced while the body streams in, not after it has been buffered: a declared
   ``Content-Length`` over the limit is refused before reading, and a chunked body is cut off at the limit.
   Uploads (multipart) get ``max_upload_mb``; everything else ``max_request_kb``.
 - Every response says ``X-Content-Type-Options: nosniff``: a browser must not guess a type for what we send
   (a JSON error echoing a client's text rendered as HTML, say).
-- Keys are required unless turned off: an empty key list (``RAG_API_KEYS=''``, ``','`` or ``'[]'``, or unset) is
-  refused at start-up unless ``RAG_AUTH=off`` says the API is meant to be open (:func:`check_auth`).
+- Keys are required unless turned off: an empty key list (``RAG_API_KEYS=''``, ``','`` or ``'[]'``, or unset) with
+  no stored key is refused at start-up unless ``RAG_AUTH=off`` says the API is meant to be open (:func:`check_auth`).
 - A server path is resolved (symlinks, ``..``) before it is compared with the allowed roots, so neither a
   ``../`` nor a symlink inside a root can reach a file outside it. Folder walks do not follow symlinks
   (``ingest.discover``), so only the top-level paths need this check.
@@ -17,48 +19,75 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.deps import get_rag
 from api.errors import APIError, error_response
 from rag.settings import Settings
+from rag.store.keys import KEY_PREFIX, KeyInfo, Role
 
 log = logging.getLogger(__name__)
 
-bearer_scheme = HTTPBearer(auto_error=False, description="An API key from RAG_API_KEYS, as `Authorization: Bearer <key>`.")
+bearer_scheme = HTTPBearer(auto_error=False, description="An API key (of RAG_API_KEYS, or made by `rag keys create`), "
+                           "as `Authorization: Bearer <key>`.")
+
+OPEN = KeyInfo(name="open", role=Role.ADMIN, collections=None)
+"""Who a request is with authentication off (RAG_AUTH=off): an admin of everything, as before keys had scopes."""
 
 
-def key_matches(presented: str, keys: list[str]) -> bool:
-    """Constant-time comparison against every key (the loop does not stop at the first match)."""
+def env_key_index(presented: str, keys: list[str]) -> int | None:
+    """The position of ``presented`` among ``keys``, compared in constant time against every key (the loop does
+    not stop at the first match)."""
     given = presented.encode()
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(given, key.encode())
+    found: int | None = None
+    for index, key in enumerate(keys):
+        if hmac.compare_digest(given, key.encode()):
+            found = index
     return found
 
 
-def check_auth(settings: Settings) -> None:
-    """Refuse to serve with authentication on and no key (one line, for the operator who typed an empty list)."""
-    if settings.auth and not settings.api_keys:
-        raise ValueError("RAG_API_KEYS holds no key: set one key or a comma-separated list, or RAG_AUTH=off to serve "
-                         "the API without authentication")
+def check_auth(settings: Settings, stored_keys: Callable[[], bool]) -> None:
+    """Refuse to serve with authentication on and no key at all, neither in RAG_API_KEYS nor in the store (one
+    line, for the operator who typed an empty list). ``stored_keys`` is asked only when the list is empty."""
+    if settings.auth and not settings.api_keys and not stored_keys():
+        raise ValueError("RAG_API_KEYS holds no key and none was made with `rag keys create`: set one key or a "
+                         "comma-separated list, or RAG_AUTH=off to serve the API without authentication")
 
 
-async def require_api_key(request: Request) -> None:
-    """Dependency on every protected route: a no-op only when authentication is turned off (RAG_AUTH=off)."""
+async def authenticate(request: Request) -> KeyInfo:
+    """The key a request presents: a key of RAG_API_KEYS (an admin of every collection, named by its position), or
+    a stored key, read from SQL on every request so that a revocation holds at once on every replica. 401 for no
+    key, an unknown, expired or revoked one; the presented key is never logged."""
     settings: Settings = request.app.state.settings
     if not settings.auth:
-        return
-    keys = settings.api_keys
+        return OPEN
     credentials: HTTPAuthorizationCredentials | None = await bearer_scheme(request)
-    if credentials is None or not key_matches(credentials.credentials, keys):
-        # The presented key is deliberately not logged.
-        log.info("rejected request to %s: missing or invalid API key", request.url.path)
-        raise APIError(401, "missing or invalid API key (send Authorization: Bearer <key>)",
-                       headers={"WWW-Authenticate": "Bearer"})
+    if credentials is None:
+        raise _unauthorized(request, "missing or invalid API key (send Authorization: Bearer <key>)")
+    secret = credentials.credentials
+    index = env_key_index(secret, settings.api_keys)
+    if index is not None:
+        return KeyInfo(name=f"RAG_API_KEYS#{index + 1}", role=Role.ADMIN, collections=None)
+    key = None
+    if secret.startswith(KEY_PREFIX):
+        key = await run_in_threadpool(get_rag(request).store.key_for, secret)
+    if key is None:
+        raise _unauthorized(request, "missing or invalid API key (send Authorization: Bearer <key>)")
+    why = key.refusal()
+    if why is not None:
+        raise _unauthorized(request, why)
+    return key
+
+
+def _unauthorized(request: Request, why: str) -> APIError:
+    log.info("rejected request to %s: %s", request.url.path, why)
+    return APIError(401, why, headers={"WWW-Authenticate": "Bearer"})
 
 
 class BodyTooLarge(HTTPException):

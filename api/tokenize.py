@@ -11,14 +11,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 
 from api import schemas as S
+from api.access import authorize
 from api.deps import get_rag
 from api.errors import APIError, translate
 from api.openai_schemas import DetokenizeRequest, TokenizeRequest, TokenizeResponse, plain_messages
-from api.security import require_api_key
 from rag.engine import RAG
 from rag.models.tokens import TokenCounter
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(dependencies=[Depends(authorize)])
 
 Rag = Annotated[RAG, Depends(get_rag)]
 

@@ -283,12 +283,20 @@ class Settings(BaseSettings):
         default_factory=list, description="Server paths ingestion jobs may read."
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Bearer keys (one, a comma-separated list, or a JSON list). `rag serve` "
-        "refuses to start without one unless RAG_AUTH=off.",
+        default_factory=list, description="Admin bearer keys (one, a comma-separated list, or a JSON list), beside "
+        "the scoped keys of `rag keys create`. `rag serve` refuses to start with neither unless RAG_AUTH=off.",
     )
     auth: bool = Field(
-        default=True, description="Require a key of RAG_API_KEYS on every API route but health and readiness. "
-        "RAG_AUTH=off serves the API open to whoever reaches it: the only way to run it without keys.",
+        default=True, description="Require a key (of RAG_API_KEYS, or one made by `rag keys create`) on every API "
+        "route but health and readiness. RAG_AUTH=off serves the API open to whoever reaches it, as an admin.",
+    )
+    key_requests_per_minute: int = Field(
+        default=0, ge=0, description="Requests one API key may make per minute on one server (0: no limit); past "
+        "it, 429 with Retry-After.",
+    )
+    key_concurrent_answers: int = Field(
+        default=0, ge=0, description="Answers (/v1/query, chat completions) one API key may have in progress at once "
+        "on one server (0: no limit); past it, 429 with Retry-After.",
     )
     max_upload_mb: float = 50.0
     max_request_kb: float = 256.0

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
-from rag.store.schema import PATH_INDEXES, Base, IndexLogEntry, IngestionItem, SchemaVersion
+from rag.store.schema import PATH_INDEXES, ApiKey, AuditEntry, Base, IndexLogEntry, IngestionItem, SchemaVersion
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,15 @@ def _v6_long_paths(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {constraint}"))
 
 
+def _v7_access(conn: Connection) -> None:
+    """Scoped API keys (stored hashed) and the audit log of writes (issue 29)."""
+    ApiKey.__table__.create(conn, checkfirst=True)
+    AuditEntry.__table__.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial, _v2_run_heartbeat, _v3_change_log, _v4_queued_jobs, _v5_summary_state_index, _v6_long_paths,
+    _v7_access,
 ]
 
 

@@ -6,7 +6,7 @@ store composes them (``Store`` is a ``RunRecords``) so callers keep one object.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -55,9 +55,13 @@ class RunRecords:
         with self.session() as s:
             return s.get(IngestionRun, run_id)
 
-    def list_runs(self, limit: int = 50) -> list[IngestionRun]:
+    def list_runs(self, limit: int = 50, *, collections: Sequence[str] | None = None) -> list[IngestionRun]:
+        """The newest runs, of every collection or of ``collections`` (an API key's scope)."""
         with self.session() as s:
-            return list(s.scalars(select(IngestionRun).order_by(IngestionRun.created_at.desc()).limit(limit)))
+            q = select(IngestionRun).order_by(IngestionRun.created_at.desc()).limit(limit)
+            if collections is not None:
+                q = q.where(IngestionRun.collection.in_(list(collections)))
+            return list(s.scalars(q))
 
     def heartbeat_runs(self, run_ids: list[str]) -> None:
         """Mark the owner's unfinished runs alive (see :meth:`interrupt_stale_runs`)."""

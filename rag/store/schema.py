@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -160,6 +161,40 @@ class IngestionItem(Base):
     error: Mapped[str | None] = mapped_column(SafeText, nullable=True)
     bytes: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: only the SHA-256 of the secret is kept (rag/store/keys.py says why that hash). A revoked key keeps
+    its row (``revoked_at``) so listings and the audit log can still name it; its name is free again."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        # One active key per name: `rag keys revoke NAME` must name exactly one.
+        Index("uq_api_keys_active_name", "name", unique=True, sqlite_where=text("revoked_at IS NULL"),
+              postgresql_where=text("revoked_at IS NULL")),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(10))  # reader | writer | admin
+    collections: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # None: every collection
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AuditEntry(Base):
+    """One write through the API or a key change: who (the key's name), when, what, where, and how much."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    key_name: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(20))  # ingest | upload | delete | cancel | key.create | key.revoke
+    collection: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    target: Mapped[str | None] = mapped_column(SafeText, nullable=True)  # a job id, a document id, a key name
+    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
 
 
 def unique_path(table: Table, owner: str, constraint: str) -> tuple[Index, Index]:

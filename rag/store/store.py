@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +24,10 @@ from sqlalchemy.orm import Session
 
 from rag.settings import Settings
 from rag.store import changelog
+from rag.store.audit import AuditRecords
 from rag.store.database import open_engine, session_factory
 from rag.store.indexes import Indexes, encode_vector
+from rag.store.keys import KeyRecords
 from rag.store.lexical import LexicalIndex
 from rag.store.runs import RunRecords
 from rag.store.schema import Chunk, Collection, Document, utcnow
@@ -82,8 +84,9 @@ def _slug(name: str) -> str:
     return f"{tail}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-class Store(RunRecords):
-    """SQL + FAISS for all collections of one data directory (or one shared database)."""
+class Store(RunRecords, KeyRecords, AuditRecords):
+    """SQL + FAISS for all collections of one data directory (or one shared database); also the records of jobs,
+    API keys and the audit log (``runs``, ``keys``, ``audit``), so callers keep one object."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -131,14 +134,18 @@ class Store(RunRecords):
         with self.session() as s:
             return s.scalar(select(Collection.name).where(Collection.id == collection_id)) or ""
 
-    def collections(self) -> list[dict[str, Any]]:
+    def collections(self, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Every collection, or those of ``names`` (an API key's scope) that exist."""
         with self.session() as s:
-            rows = s.execute(
+            q = (
                 select(Collection, func.count(Document.id))
                 .outerjoin(Document, Document.collection_id == Collection.id)
                 .group_by(Collection.id)
                 .order_by(Collection.name)
-            ).all()
+            )
+            if names is not None:
+                q = q.where(Collection.name.in_(list(names)))
+            rows = s.execute(q).all()
             return [
                 {"name": c.name, "embed_model": c.embed_model, "embed_dim": c.embed_dim, "documents": n, "generation": c.generation}
                 for c, n in rows
@@ -312,11 +319,15 @@ class Store(RunRecords):
             candidates = {str(ref), str(Path(ref).expanduser().resolve())}
             return s.scalars(q.where(Document.path.in_(candidates))).first()
 
-    def document_infos(self, collection: str | None = None, doc_ids: list[int] | None = None) -> list[DocumentInfo]:
+    def document_infos(self, collection: str | None = None, doc_ids: list[int] | None = None, *,
+                       collections: Sequence[str] | None = None) -> list[DocumentInfo]:
+        """Documents of one collection, or of ``collections`` (an API key's scope), or of all."""
         with self.session() as s:
             q = select(Document, Collection.name).join(Collection).order_by(Collection.name, Document.path)
             if collection is not None:
                 q = q.where(Collection.name == collection)
+            if collections is not None:
+                q = q.where(Collection.name.in_(list(collections)))
             if doc_ids is not None:
                 q = q.where(Document.id.in_(doc_ids))
             return [
@@ -339,6 +350,18 @@ class Store(RunRecords):
                 )
                 for d, name in s.execute(q).all()
             ]
+
+    def document_collection(self, document_id: int) -> str | None:
+        """The collection a document belongs to (None when there is no such document): what access is decided on."""
+        with self.session() as s:
+            return s.scalar(select(Collection.name).join(Document, Document.collection_id == Collection.id)
+                            .where(Document.id == document_id))
+
+    def chunk_collection(self, chunk_id: int) -> str | None:
+        """The collection a passage belongs to (None when there is no such passage)."""
+        with self.session() as s:
+            return s.scalar(select(Collection.name).join(Chunk, Chunk.collection_id == Collection.id)
+                            .where(Chunk.id == chunk_id))
 
     def summary_states(
         self, collection: str | None = None, *, updated_since: Any = None, updated_until: Any = None
