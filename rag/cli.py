@@ -410,6 +410,103 @@ def collections(data_dir: DataDir = None) -> None:
         console.print(f"{c['name']}: {c['documents']} documents ({c['embed_model']}, {c['embed_dim']}-d)")
 
 
+keys_app = typer.Typer(help="API keys: scoped to collections, with a role (reader, writer, admin).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _actor() -> str:
+    """Who changes keys from the command line, for the audit log: the local user."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return "cli"
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="A name for the key, unique among active keys.")],
+    role: Annotated[str, typer.Option("--role", help="reader | writer | admin")] = "reader",
+    collections: Annotated[str | None, typer.Option(
+        "--collections", help="Comma-separated collections it may see (default: every collection).")] = None,
+    expires: Annotated[str | None, typer.Option("--expires", help="Valid for: 30d, 12h, 90m, 2w (default: no "
+                                                "expiry).")] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a key and print it once: only its hash is stored."""
+    from rag.store.keys import parse_duration
+
+    try:
+        expires_in = parse_duration(expires) if expires else None
+        scope = collections.split(",") if collections is not None else None
+        info, secret = _rag(data_dir).store.create_key(name, role, scope, expires_in=expires_in, actor=_actor())
+    except ValueError as exc:
+        _say_error(str(exc))
+        raise typer.Exit(2) from None
+    if as_json:
+        console.print_json(json.dumps({**info.to_dict(), "key": secret}))
+        return
+    console.print(secret, markup=False, highlight=False)
+    err.print(f"key {info.name!r} ({info.role}, {_scope(info.collections)}"
+              f"{', expires ' + info.to_dict()['expires_at'] if info.expires_at else ''}): shown this once")
+
+
+def _scope(collections: tuple[str, ...] | list[str] | None) -> str:
+    return "every collection" if collections is None else ", ".join(collections)
+
+
+@keys_app.command("list")
+def keys_list(
+    data_dir: DataDir = None,
+    revoked: Annotated[bool, typer.Option("--revoked", help="Include revoked keys.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the stored keys (never their secrets); keys of RAG_API_KEYS are admin keys and not listed."""
+    keys = [k.to_dict() for k in _rag(data_dir).store.list_keys(revoked=revoked)]
+    if as_json:
+        console.print_json(json.dumps(keys))
+        return
+    table = Table("name", "role", "collections", "created", "expires", "revoked")
+    for k in keys:
+        table.add_row(k["name"], k["role"], _scope(k["collections"]), k["created_at"] or "", k["expires_at"] or "",
+                      k["revoked_at"] or "")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")], data_dir: DataDir = None) -> None:
+    """Revoke a key: every server on this database refuses it from its next request."""
+    try:
+        _rag(data_dir).store.revoke_key(name, actor=_actor())
+    except KeyError as exc:
+        _say_error(str(exc.args[0]))
+        raise typer.Exit(1) from None
+    console.print(f"revoked {name}")
+
+
+@app.command()
+def audit(
+    data_dir: DataDir = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    collection: Annotated[str | None, typer.Option("--collection", "-c")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Only what this key did.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Who wrote what: ingestions, uploads, deletes, cancels through the API, and key changes."""
+    entries = [e.to_dict() for e in _rag(data_dir).store.audit_log(limit, collection=collection, key=key)]
+    if as_json:
+        console.print_json(json.dumps(entries))
+        return
+    table = Table("time", "key", "action", "collection", "target", "counts")
+    for e in entries:
+        counts = ", ".join(f"{n} {k}" for k, n in e["counts"].items())
+        table.add_row(e["at"], e["key"], e["action"], e["collection"] or "", e["target"] or "", counts)
+    console.print(table)
+
+
 @app.command()
 def serve(
     data_dir: DataDir = None,

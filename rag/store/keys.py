@@ -63,7 +63,7 @@ class KeyInfo:
     def default_collection(self) -> str:
         """Where a request that names no collection goes: ``default``, unless the key's list leaves it out (then
         the first collection of the list)."""
-        if self.collections is None or "default" in self.collections or not self.collections:
+        if self.collections is None or "default" in self.collections:
             return "default"
         return self.collections[0]
 
@@ -72,13 +72,13 @@ class KeyInfo:
         now = now or utcnow()
         if self.revoked_at is not None:
             return "this API key was revoked"
-        if self.expires_at is not None and _aware(self.expires_at) <= now:
+        if self.expires_at is not None and self.expires_at <= now:
             return "this API key has expired"
         return None
 
     def to_dict(self) -> dict[str, Any]:
         def iso(value: datetime | None) -> str | None:
-            return _aware(value).isoformat() if value is not None else None
+            return value.isoformat() if value is not None else None
 
         return {"name": self.name, "role": self.role.value,
                 "collections": list(self.collections) if self.collections is not None else None,
@@ -89,12 +89,13 @@ class KeyInfo:
     def of(cls, row: ApiKey) -> KeyInfo:
         return cls(name=row.name, role=Role(row.role),
                    collections=tuple(row.collections) if row.collections is not None else None,
-                   created_at=row.created_at, expires_at=row.expires_at, revoked_at=row.revoked_at)
+                   created_at=_aware(row.created_at), expires_at=_aware(row.expires_at),
+                   revoked_at=_aware(row.revoked_at))
 
 
-def _aware(value: datetime) -> datetime:
+def _aware(value: datetime | None) -> datetime | None:
     """SQLite gives back naive datetimes for the UTC values it was given."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return value if value is None or value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def key_hash(secret: str) -> str:
@@ -124,6 +125,8 @@ class KeyRecords:
             collections = list(dict.fromkeys(c.strip() for c in collections if c.strip()))
             if not collections:
                 raise ValueError("name at least one collection, or none for every collection")
+            if any(len(c) > 200 or "\x00" in c for c in collections):
+                raise ValueError("a collection name is at most 200 characters, without NUL")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         now = utcnow()
         row = ApiKey(name=name, key_hash=key_hash(secret), role=role.value, collections=collections, created_at=now,

@@ -41,10 +41,10 @@ export function clearConversation() {
 export function setCollections(collections) {
   const select = $("collection");
   const current = select.value || "default";
-  const names = collections.map((c) => c.name);
-  if (!names.includes("default")) names.unshift("default");
+  // Only the collections the key sees (the server lists no others); "default" stands in before there are any.
+  const names = collections.length ? collections.map((c) => c.name) : ["default"];
   select.replaceChildren(...names.map((name) => el("option", { value: name, textContent: name })));
-  select.value = names.includes(current) ? current : "default";
+  select.value = names.includes(current) ? current : names.includes("default") ? "default" : names[0];
 }
 
 async function ask() {
