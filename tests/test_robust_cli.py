@@ -185,8 +185,8 @@ def test_an_empty_key_list_is_refused_at_start_up(tmp_path: Path, keys: str | No
     env = _env() if keys is None else _env(RAG_API_KEYS=keys)
     out = rag("serve", "--data-dir", str(tmp_path / "data"), "--port", str(free_port()), env=env, timeout=120)
     line = _assert_one_line_error(out, 2, "RAG_API_KEYS holds no key", "RAG_AUTH=off")
-    assert line == ("error: RAG_API_KEYS holds no key: set one key or a comma-separated list, or RAG_AUTH=off to "
-                    "serve the API without authentication")
+    assert line == ("error: RAG_API_KEYS holds no key and none was made with `rag keys create`: set one key or a "
+                    "comma-separated list, or RAG_AUTH=off to serve the API without authentication")
 
 
 def test_serving_with_keys_does_not_warn(tmp_path: Path) -> None:
