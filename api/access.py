@@ -110,7 +110,10 @@ async def chat_collection(request: Request, key: KeyInfo) -> str | None:
     any other model is the plain LLM and reads no collection."""
     model = await _json_field(request, "model")
     if isinstance(model, str) and model.startswith(MODEL_PREFIX) and model != MODEL_PREFIX:
-        return model.removeprefix(MODEL_PREFIX)
+        name = model.removeprefix(MODEL_PREFIX)
+        if len(name) > 200 or "\x00" in name:  # what the `collection` field's own bounds refuse
+            raise APIError(422, "the collection of a 'rag:<collection>' model is at most 200 characters, without NUL")
+        return name
     if model == RAG_MODEL:
         return _named(await _json_field(request, "collection"), key)
     return None
@@ -265,8 +268,7 @@ def _openapi_with_access(app: FastAPI) -> Callable[[], dict[str, Any]]:
             for (method, path), rule in RULES.items():
                 operation = schema["paths"].get(path, {}).get(method.lower())
                 if operation is not None:
-                    scope = "every collection" if rule.every_collection else "the key's collections"
-                    operation["x-access"] = {"role": rule.role.value, "scope": scope}
+                    operation["x-access"] = {"role": rule.role.value, "every_collection": rule.every_collection}
         return app.openapi_schema or schema
 
     return openapi

@@ -259,7 +259,8 @@ def matrix(world: World) -> MatrixRun:
     failures: list[str] = []
     for method, path, operation in operations:
         for case in CASES[(method, path)]:
-            assert operation["x-access"]["role"] == case.role, (method, path, operation["x-access"])
+            assert operation["x-access"] == {"role": case.role, "every_collection": case.every_collection}, \
+                (method, path, operation["x-access"])
             for who in PRINCIPALS:
                 for collection in (A, B):
                     request = case.build(world, who, collection)

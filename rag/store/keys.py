@@ -30,7 +30,7 @@ from rag.store.schema import ApiKey, utcnow
 
 KEY_PREFIX = "rag_"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"
-_DURATION = re.compile(r"^\s*(\d{1,6})\s*([mhdw])\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,4})\s*([mhdw])\s*$")  # at most 9999 weeks: a date stays representable
 _UNIT = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
