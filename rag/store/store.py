@@ -29,6 +29,7 @@ from rag.store.indexes import Indexes, encode_vector
 from rag.store.lexical import LexicalIndex
 from rag.store.runs import RunRecords
 from rag.store.schema import Chunk, Collection, Document, utcnow
+from rag.store.summary_records import SummaryRecords
 from rag.store.summary_vectors import SummaryVectors
 from rag.store.vectors import VectorIndex
 from rag.types import DocumentInfo
@@ -82,7 +83,7 @@ def _slug(name: str) -> str:
     return f"{tail}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-class Store(RunRecords):
+class Store(RunRecords, SummaryRecords):
     """SQL + FAISS for all collections of one data directory (or one shared database)."""
 
     def __init__(self, settings: Settings) -> None:
