@@ -15,7 +15,7 @@ from api import schemas as S
 from api.access import authorize
 from api.deps import get_rag
 from rag.engine import RAG
-from rag.store.store import ChunkRow
+from rag.store.document_text import indexed_text
 from rag.types import page_at
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(authorize)], tags=["documents"])
@@ -73,29 +73,7 @@ def document_text(document_id: DocumentId, rag: Rag) -> dict[str, Any]:
     ids = rag.store.chunk_ids_of_documents([document_id]).get(document_id, [])
     rows = sorted(rag.store.chunk_rows(ids).values(), key=lambda r: r.position)
     return {
-        "id": doc.id, "path": doc.path, "title": doc.title, "text": stitch(rows),
+        "id": doc.id, "path": doc.path, "title": doc.title,
+        "text": indexed_text([(r.text, r.start_char, r.end_char) for r in rows]),
         "page_starts": list((doc.meta or {}).get("page_starts", [])),
     }
-
-
-def stitch(rows: list[ChunkRow]) -> str:
-    """Chunks in order, each overlap with the one before cut using the character offsets.
-
-    The splitter drops the whitespace between chunks, so a gap becomes a paragraph break. A chunk without offsets
-    (its start could not be found in the text) is appended whole: its overlap may then repeat a few words.
-    """
-    parts: list[str] = []
-    covered = 0  # offset in the original text up to which ``parts`` holds it
-    for row in rows:
-        start, end = row.start_char, row.end_char
-        if start is None or end is None:
-            parts.append(("\n\n" if parts else "") + row.text)
-            continue
-        if end <= covered:
-            continue
-        if parts and start < covered:
-            parts.append(row.text[covered - start:])
-        else:
-            parts.append(("\n\n" if parts else "") + row.text)
-        covered = end
-    return "".join(parts)

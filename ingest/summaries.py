@@ -7,7 +7,7 @@ Why it is shaped this way:
   next run picks them up.
 - The text is rebuilt from the stored chunks rather than re-read from the file: the file may have changed or gone
   since, and the chunks are exactly what is indexed. The overlap each chunk repeats from the previous one is dropped
-  using the character offsets, so the model does not read every boundary twice.
+  (:mod:`rag.store.document_text`), so the model does not read every boundary twice.
 - Every LLM call is built by :func:`rag.budget.budget_prompt`, the exact-count budgeter synthesis uses, so
   ``prompt + max_new_tokens <= context window`` holds by construction, counted with the model's own tokenizer on the
   rendered chat prompt. A document that fits is summarised in one call; a longer one is map-reduced: runs of
@@ -16,9 +16,9 @@ Why it is shaped this way:
 - The LLM runs outside any lock, and each summary commits in its own short transaction (ordered with ingestion's
   by the change log), which first checks that the document still has the content hash that was summarised. If
   ingestion changed the document meanwhile, the summary is dropped and the document stays pending for its new text.
-- A summary is stored on the document (``Document.summary``, ``summary_model``, ``summary_state``) and as a
-  ``Chunk(kind='summary', position=-1)`` with its embedding, written through :meth:`Store.write`, so both indexes and
-  the change log treat it like any chunk and retrieval routes a summary hit to that document's best chunks.
+- A summary is stored on the document and as a summary chunk with its embedding, by the store
+  (:mod:`rag.store.summary_records`, which holds all of this module's SQL), so both indexes and the change log treat
+  it like any chunk and retrieval routes a summary hit to that document's best chunks.
 - Two kinds (``method``): ``llm`` writes the summary with the LLM (state ``done``); ``extractive`` picks the
   document's most central sentences with the embedder (:mod:`ingest.extractive`, state ``extractive``), seconds
   where the LLM takes minutes on a CPU, and a later ``llm`` run replaces it. The background pass
@@ -41,23 +41,22 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import flag_modified
 
 from ingest.extractive import CollectionSample, extractive_summary, key_terms
 from rag.budget import BudgetedPrompt, Passage, budget_prompt
 from rag.models.embedder import Embedder, check_same_embedder
 from rag.models.llm import LLM
 from rag.settings import Settings
-from rag.store.indexes import decode_vector, encode_vector
-from rag.store.schema import Chunk, Collection, Document
-from rag.store.store import Changes, Store
+from rag.store.document_text import text_segments
+from rag.store.indexes import decode_vector
+from rag.store.schema import Collection
+from rag.store.store import Store
+from rag.store.summary_records import SummaryRecord, SummarySource
 from rag.synthesis.verify import text_sentences, unsupported_claims
 from rag.types import Cancelled, ProgressFn
 
@@ -101,34 +100,26 @@ class SummaryError(Exception):
 
 @dataclass
 class _Source:
-    """What one summary is written from, captured with the content hash it belongs to."""
+    """What one summary is written from: the stored document, and its text as segments without overlaps."""
 
-    doc_id: int
-    path: str
+    stored: SummarySource
     title: str
-    content_hash: str
     segments: list[str]
-    texts: list[str] = field(default_factory=list)  # the chunks as stored, for extractive summaries
-    vectors: list[bytes] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, stored: SummarySource) -> _Source:
+        name = Path(stored.path).name
+        title = f"{stored.title} ({name})" if stored.title and stored.title.strip() != name else name
+        return cls(stored, title, text_segments(stored.chunks))
 
-def deduplicated_segments(rows: Sequence[tuple[str, int | None, int | None]]) -> list[str]:
-    """Chunk texts (in position order) without the overlap each repeats from the previous chunk.
+    @property
+    def path(self) -> str:
+        return self.stored.path
 
-    ``rows`` are (text, start_char, end_char). Concatenated, the segments give back the document's text; where two
-    chunks do not touch (whitespace the chunker dropped) or offsets are unknown, a newline stands for the gap.
-    """
-    segments: list[str] = []
-    prev_end: int | None = None
-    for text, start, end in rows:
-        if prev_end is not None and start is not None and start < prev_end:
-            piece = text[min(prev_end - start, len(text)) :]
-        else:
-            piece = ("\n" + text) if segments else text
-        prev_end = None if end is None else max(end, prev_end or 0)
-        if piece.strip():
-            segments.append(piece)
-    return segments
+    @property
+    def texts(self) -> list[str]:
+        """The chunks as stored, for extractive summaries."""
+        return [text for text, _, _ in self.stored.chunks]
 
 
 def drop_repeats(text: str) -> str:
@@ -229,7 +220,7 @@ class Summarizer:
         def one(doc_id: int) -> tuple[bool | None, str]:
             if should_cancel is not None and should_cancel():
                 raise Cancelled(f"cancelled after {finished} of {len(todo)} summaries")
-            source = self._load(doc_id, with_vectors=True)
+            source = self._load(doc_id)
             if source is None:
                 return None, ""  # deleted or failed since it was selected
             # LLM summaries are background work wherever they run: on a local model they give way to answers, and
@@ -301,50 +292,21 @@ class Summarizer:
     def _select(
         self, collection_id: int, doc_ids: list[int] | None, force: bool, method: Method, states: Sequence[str] | None
     ) -> list[int]:
-        with self.store.session() as s:
-            q = select(Document.id).where(Document.collection_id == collection_id, Document.status == "indexed")
-            if doc_ids is not None:
-                q = q.where(Document.id.in_(doc_ids))
-                if not force:
-                    q = q.where(Document.summary_state.not_in(("done", _STATE[method])))
-            elif not force:
-                q = q.where(Document.summary_state.in_(states or _TODO[method]))
-            return list(s.scalars(q.order_by(Document.id)))
+        skip = () if force else ("done", _STATE[method])
+        todo = () if force else (states or _TODO[method])
+        return self.store.summary_todo(collection_id, doc_ids=doc_ids, skip_states=skip, todo_states=todo)
 
-    def _load(self, doc_id: int, *, with_vectors: bool = False) -> _Source | None:
-        with self.store.session() as s:
-            doc = s.get(Document, doc_id)
-            if doc is None or doc.status != "indexed":
-                return None
-            columns = (Chunk.text, Chunk.start_char, Chunk.end_char) + ((Chunk.embedding,) if with_vectors else ())
-            rows = s.execute(
-                select(*columns).where(Chunk.document_id == doc_id, Chunk.kind == "chunk").order_by(Chunk.position)
-            ).all()
-            name = Path(doc.path).name
-            title = f"{doc.title} ({name})" if doc.title and doc.title.strip() != name else name
-            source = _Source(doc.id, doc.path, title, doc.content_hash, deduplicated_segments([r[:3] for r in rows]))
-            if with_vectors:
-                source.texts, source.vectors = [r[0] for r in rows], [r[3] for r in rows]
-            return source
+    def _load(self, doc_id: int) -> _Source | None:
+        stored = self.store.summary_source(doc_id, with_embeddings=True)
+        return None if stored is None else _Source.of(stored)
 
     def _collection_sample(self, coll: Collection, sample: int = CENTRE_SAMPLE) -> CollectionSample | None:
-        """Up to ``sample`` of the collection's chunks, drawn by random ids (primary-key lookups, so the cost does
-        not grow with the collection); None for a collection of one document."""
-        with self.store.session() as s:
-            low, high = s.execute(select(func.min(Chunk.id), func.max(Chunk.id))).one()
-            if low is None:
-                return None
-            ids = np.random.default_rng(0).integers(low, high + 1, size=sample).tolist()
-            q = select(Chunk.embedding, Chunk.document_id, Chunk.text).where(
-                Chunk.collection_id == coll.id, Chunk.kind == "chunk"
-            )
-            rows = s.execute(q.where(Chunk.id.in_(set(ids)))).all()
-            if len(rows) < sample // 10:  # a collection that is a small part of the table: its first chunks
-                rows = s.execute(q.limit(sample)).all()
-        if len({row.document_id for row in rows}) < 2:
+        """What a sample of the collection's chunks says of all its documents; None for a collection of one."""
+        rows = self.store.chunk_sample(coll, sample)
+        if len({document_id for _, document_id, _ in rows}) < 2:
             return None
-        vectors = np.stack([decode_vector(row.embedding, self.embedder.dim) for row in rows])
-        return CollectionSample.of(vectors, [row.text for row in rows])
+        vectors = np.stack([decode_vector(embedding, self.embedder.dim) for embedding, _, _ in rows])
+        return CollectionSample.of(vectors, [text for _, _, text in rows])
 
     # --- one document --------------------------------------------------------------------------------
     def _one(
@@ -382,7 +344,7 @@ class Summarizer:
         return True
 
     def _extractive(self, source: _Source, sample: CollectionSample | None) -> str:
-        vectors = np.stack([decode_vector(v, self.embedder.dim) for v in source.vectors])
+        vectors = np.stack([decode_vector(v, self.embedder.dim) for v in source.stored.embeddings])
         return extractive_summary(source.title, source.texts, vectors, self.embedder, self.words, sample)
 
     def unsupported(self, summary: str, read: Sequence[str], names: Sequence[str]) -> str | None:
@@ -457,49 +419,13 @@ class Summarizer:
     def _commit(self, coll: Collection, source: _Source, summary: str, vector: np.ndarray, kind: str,
                 note: str | None = None) -> bool:
         """Store the summary (``kind``: a method, or ``rejected`` for the extractive summary that stands in for an
-        LLM one not kept, ``note`` saying why) and replace the document's summary chunk, unless the document
-        changed meanwhile."""
-        token_count = self.embedder.count_tokens(summary)
+        LLM one not kept, ``note`` saying why), unless the document changed meanwhile."""
         model = self.model_name if kind == "llm" else f"extractive:{self.embedder.name}"
-
-        def work(s: Session, changes: Changes) -> bool:
-            doc = s.get(Document, source.doc_id)
-            if doc is None or doc.status != "indexed" or doc.content_hash != source.content_hash:
-                return False
-            old = list(s.scalars(select(Chunk.id).where(Chunk.document_id == doc.id, Chunk.kind == "summary")))
-            if old:
-                s.execute(delete(Chunk).where(Chunk.id.in_(old)))
-            row = Chunk(
-                document_id=doc.id,
-                collection_id=coll.id,
-                kind="summary",
-                position=-1,
-                text=summary,
-                token_count=token_count,
-                meta={"model": model},
-                embedding=encode_vector(vector),
-            )
-            s.add(row)
-            doc.summary, doc.summary_model, doc.summary_state, doc.summary_error = summary, model, _STATE[kind], note
-            flag_modified(doc, "updated_at")  # kept as it is: a summary is not a new version (jobs go by this time)
-            s.flush()
-            changes.removed.extend(old)
-            changes.added_ids.append(row.id)
-            return True
-
-        return self.store.write(coll, work)
+        record = SummaryRecord(summary, vector, self.embedder.count_tokens(summary), model, _STATE[kind], note)
+        return self.store.write_summary(coll, source.stored, record)
 
     def _commit_failure(self, coll: Collection, source: _Source, error: str) -> bool:
-        """Mark the document's summary failed (an earlier summary of the same content, if any, is kept)."""
-
-        def work(s: Session, changes: Changes) -> bool:
-            doc = s.get(Document, source.doc_id)
-            if doc is None or doc.content_hash != source.content_hash:
-                return False
-            doc.summary_state, doc.summary_error = "failed", error
-            return True
-
-        return self.store.write(coll, work)
+        return self.store.write_summary_failure(coll, source.stored, error)
 
     def _save_index(self, coll: Collection) -> None:
         self.store.indexes.save(coll)

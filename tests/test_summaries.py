@@ -16,9 +16,10 @@ from sqlalchemy import select
 import rag.models
 from ingest.chunking import Chunker
 from ingest.pipeline import Cancelled
-from ingest.summaries import COMBINE_TEMPLATE, PART_TEMPLATE, Summarizer, clean_summary, deduplicated_segments
+from ingest.summaries import COMBINE_TEMPLATE, PART_TEMPLATE, Summarizer, clean_summary
 from rag import RAG
 from rag.models.llm import Generation
+from rag.store.document_text import text_segments
 from rag.store.schema import Chunk
 from tests.conftest import SHARED_DATA, SMALL_LLM, write_files
 
@@ -265,10 +266,10 @@ def test_segments_rebuild_the_text_without_overlaps(make_rag: Callable[..., RAG]
     text = _long_text()
     chunks = chunker.split(text)
     assert len(chunks) > 5
-    rebuilt = "".join(deduplicated_segments([(c.text, c.start_char, c.end_char) for c in chunks]))
+    rebuilt = "".join(text_segments([(c.text, c.start_char, c.end_char) for c in chunks]))
     assert rebuilt.split() == text.split()
     # Without offsets the chunks are kept whole, a newline between them.
-    assert deduplicated_segments([("a b", None, None), ("b c", None, None)]) == ["a b", "\nb c"]
+    assert text_segments([("a b", None, None), ("b c", None, None)]) == ["a b", "\n\nb c"]
 
 
 def test_clean_summary() -> None:

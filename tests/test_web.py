@@ -196,7 +196,10 @@ def test_page_of_an_offset() -> None:
 
 
 def test_stitch_cuts_the_overlap_between_chunks() -> None:
-    from api.passages import stitch
+    from rag.store.document_text import indexed_text
+
+    def stitch(rows: list) -> str:
+        return indexed_text([(r.text, r.start_char, r.end_char) for r in rows])
     from rag.store.store import ChunkRow
 
     text = "Alpha beta gamma. Delta epsilon zeta. Eta theta iota."

@@ -31,6 +31,7 @@ from rag.store.keys import KeyRecords
 from rag.store.lexical import LexicalIndex
 from rag.store.runs import RunRecords
 from rag.store.schema import Chunk, Collection, Document, utcnow
+from rag.store.summary_records import SummaryRecords
 from rag.store.summary_vectors import SummaryVectors
 from rag.store.vectors import VectorIndex
 from rag.types import DocumentInfo
@@ -84,9 +85,10 @@ def _slug(name: str) -> str:
     return f"{tail}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-class Store(RunRecords, KeyRecords, AuditRecords):
+class Store(RunRecords, SummaryRecords, KeyRecords, AuditRecords):
     """SQL + FAISS for all collections of one data directory (or one shared database); also the records of jobs,
-    API keys and the audit log (``runs``, ``keys``, ``audit``), so callers keep one object."""
+    summaries, API keys and the audit log (``runs``, ``summary_records``, ``keys``, ``audit``), so callers keep one
+    object."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
