@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
@@ -28,10 +28,14 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from api.deps import get_rag
 from api.errors import APIError
 from api.limits import KeyLimits
 from api.security import authenticate
 from rag.store.keys import KeyInfo, Role
+
+if TYPE_CHECKING:
+    from rag.engine import RAG
 
 RAG_MODEL = "rag"
 """The OpenAI-compatible model that answers from the documents (``api/openai_compat.py``)."""
@@ -54,7 +58,7 @@ class Access:
     def audit(self, request: Request, action: str, *, target: str | None = None,
               counts: dict[str, int] | None = None) -> Awaitable[None]:
         """Record a write in the audit log under this key's name (awaited: the store is blocking)."""
-        store = request.app.state.rag.store
+        store = get_rag(request).store
         return run_in_threadpool(store.record, self.key.name, action, collection=self.collection, target=target,
                                  counts=counts)
 
@@ -72,13 +76,13 @@ class Rule:
 
 
 # --- locators ------------------------------------------------------------------------------------------
-async def _json_field(request: Request, name: str) -> Any:
-    """A top-level field of the JSON body (None when absent or the body is no JSON object: validation answers)."""
+async def _json_body(request: Request) -> dict[str, Any]:
+    """The JSON body's top-level fields ({} when it is no JSON object: the route's validation answers that)."""
     try:
         body = json.loads(await request.body())
     except (ValueError, RecursionError):
-        return None
-    return body.get(name) if isinstance(body, dict) else None
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def _named(value: Any, key: KeyInfo) -> str:
@@ -87,7 +91,7 @@ def _named(value: Any, key: KeyInfo) -> str:
 
 async def body_collection(request: Request, key: KeyInfo) -> str:
     """``collection`` of the JSON body, else the key's default collection."""
-    return _named(await _json_field(request, "collection"), key)
+    return _named((await _json_body(request)).get("collection"), key)
 
 
 async def ingest_collection(request: Request, key: KeyInfo) -> str | None:
@@ -108,14 +112,15 @@ async def query_collection(request: Request, key: KeyInfo) -> str | None:
 async def chat_collection(request: Request, key: KeyInfo) -> str | None:
     """Model ``rag:<collection>`` names it; model ``rag`` takes ``collection`` (extra body) or the key's default;
     any other model is the plain LLM and reads no collection."""
-    model = await _json_field(request, "model")
+    body = await _json_body(request)
+    model = body.get("model")
     if isinstance(model, str) and model.startswith(MODEL_PREFIX) and model != MODEL_PREFIX:
         name = model.removeprefix(MODEL_PREFIX)
         if len(name) > 200 or "\x00" in name:  # what the `collection` field's own bounds refuse
             raise APIError(422, "the collection of a 'rag:<collection>' model is at most 200 characters, without NUL")
         return name
     if model == RAG_MODEL:
-        return _named(await _json_field(request, "collection"), key)
+        return _named(body.get("collection"), key)
     return None
 
 
@@ -123,17 +128,21 @@ def _path_id(request: Request, name: str) -> int | None:
     """A numeric path parameter, or None when it is malformed (the route's validation then answers 422 before the
     route runs)."""
     raw = request.path_params.get(name, "")
-    return int(raw) if raw.isdigit() and 1 <= int(raw) <= 2**31 - 1 else None
+    return int(raw) if _is_number(raw) and 1 <= int(raw) <= 2**31 - 1 else None
 
 
-def _owner(find: Callable[[Any], str | None], what: str, param: str, parse: Callable[[Request, str], Any]) -> Locator:
+def _is_number(raw: str) -> bool:
+    return raw.isascii() and raw.isdigit()  # "²".isdigit() too, which int() refuses
+
+
+def _owner(find: Callable[[RAG, Any], str | None], what: str, param: str, parse: Callable[[Request, str], Any]) -> Locator:
     """A locator for an object in the path: its collection, or 404 when there is no such object."""
 
     async def locate(request: Request, key: KeyInfo) -> str | None:
         ref = parse(request, param)
         if ref is None:
             return None
-        owner = await run_in_threadpool(find, request.app.state.rag, ref)
+        owner = await run_in_threadpool(find, get_rag(request), ref)
         if owner is None:
             raise APIError(404, f"no {what} {ref!r}")
         return owner
@@ -145,7 +154,7 @@ def _job_id(request: Request, name: str) -> str:
     return request.path_params.get(name, "")
 
 
-def _run_collection(rag: Any, job_id: str) -> str | None:
+def _run_collection(rag: RAG, job_id: str) -> str | None:
     run = rag.store.get_run(job_id)
     return run.collection if run is not None else None
 
@@ -217,7 +226,7 @@ def _not_found(request: Request, collection: str) -> str:
     for param, what in (("document_id", "document"), ("chunk_id", "passage"), ("job_id", "job")):
         if param in request.path_params:
             ref = request.path_params[param]
-            return f"no {what} {int(ref) if ref.isdigit() else ref!r}"
+            return f"no {what} {int(ref) if _is_number(ref) else ref!r}"
     return f"no collection {collection!r}"
 
 

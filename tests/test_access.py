@@ -342,6 +342,7 @@ def test_the_403_404_rule_leaks_no_existence(world: World, matrix: MatrixRun) ->
                 absent.json()["error"]["message"].replace("2000000000", "N")
         assert c.get(f"/v1/jobs/{world.job[B]}").json()["error"]["message"] == f"no job {world.job[B]!r}"
         assert c.get("/v1/documents", params={"collection": "no-such-collection"}).status_code == 404
+        assert c.get("/v1/documents/%C2%B2").status_code == 422  # "²" is a digit to str.isdigit, not to int()
     with world.client("reader of A") as c:
         assert c.delete(f"/v1/documents/{world.doc[B]}").status_code == 403
         assert c.delete("/v1/documents/2000000000").status_code == 403
