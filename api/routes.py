@@ -262,3 +262,10 @@ def delete_document(document_id: DocumentId, rag: Rag) -> dict[str, Any]:
 @router.get("/collections", response_model=S.CollectionList, responses=S.error_responses(401))
 def list_collections(rag: Rag) -> dict[str, Any]:
     return {"collections": rag.collections()}
+
+
+@router.get("/watch", response_model=S.WatchList, responses=S.error_responses(401))
+def watched_folders(request: Request) -> dict[str, Any]:
+    """The folders this server keeps in line with collections (RAG_WATCH): state, backlog, last change."""
+    watcher = getattr(request.app.state, "watcher", None)
+    return {"folders": [f.to_dict() for f in watcher.status()] if watcher is not None else []}

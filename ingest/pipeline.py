@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from ingest.chunking import Chunker, TextChunk, page_meta
 from ingest.discover import content_hash, discover
+from ingest.moves import apply_moves, find_moves
 from ingest.readers import ReadCancelled, ReadError, doc_type_for, read_document
 from rag.models.embedder import Embedder
 from rag.settings import Settings
@@ -176,8 +177,11 @@ class IngestPipeline:
             doc for path, doc in known.items()
             if path not in present and (path in gone_explicit or any(path.startswith(r) for r in roots))
         ]
-        self._remove(state, removed)
-        return found.files, known
+        moves = find_moves(removed, found.files, known)  # renamed files keep their chunks (ingest/moves.py)
+        report.files.extend(apply_moves(self.store, state.coll, moves))
+        moved, arrived = {m.document.id for m in moves}, {m.path for m in moves}
+        self._remove(state, [d for d in removed if d.id not in moved])
+        return [f for f in found.files if f not in arrived], known
 
     def _run(self, state: _Run, paths, progress, should_cancel, summarize_pending) -> None:
         files, known = self._walk(state, paths)
