@@ -189,17 +189,29 @@ def watch(
         _say_error("nothing to watch: name folders (rag watch FOLDER…) or set RAG_WATCH")
         raise typer.Exit(2)
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop ends it like Ctrl-C
+    watcher = None
     try:
         watcher = rag.watch(summarize=summarize)
         err.print(f"watching {len(rag.settings.watch)} folder(s); Ctrl-C stops", highlight=False)
-        with Live(_watch_status(watcher.status()), console=err, refresh_per_second=4) as live:
+        if err.is_terminal:  # one live line per folder
+            with Live(_watch_status(watcher.status()), console=err, refresh_per_second=4) as live:
+                while True:
+                    time.sleep(0.25)
+                    live.update(_watch_status(watcher.status()))
+        else:  # a log file, a service manager: the lines again whenever a state changes
+            shown = None
             while True:
+                states = [(st.state, st.batches, st.error) for st in watcher.status()]
+                if states != shown:
+                    err.print(_watch_status(watcher.status()))
+                    shown = states
                 time.sleep(0.25)
-                live.update(_watch_status(watcher.status()))
     except KeyboardInterrupt:
         pass
     finally:
-        rag.close()
+        rag.close()  # the batch in hand ends after its current file
+    if watcher is not None and not err.is_terminal:  # what was done, for the log
+        err.print(_watch_status(watcher.status()))
 
 
 def _interrupt(*_: object) -> None:
@@ -214,6 +226,8 @@ def _watch_status(statuses: list[WatchStatus]) -> Table:
     from datetime import datetime
 
     table = Table.grid(padding=(0, 1))
+    for _ in range(5):
+        table.add_column(overflow="fold")  # a path is never cut short
     for st in statuses:
         facts = [st.observer or "not watched", f"backlog {st.backlog}"]
         facts.append(", ".join(f"{n} {k}" for k, n in st.counts.items()) or "no changes yet")
