@@ -173,7 +173,8 @@ class RAG:
                     counts[outcome] = counts.get(outcome, 0) + n
             return counts
 
-        watcher = Watcher(self.store, self.settings, list(self.settings.watch if folders is None else folders), apply)
+        folders = list(self.settings.watch if folders is None else folders)
+        watcher = Watcher(self.store, self.settings, folders, apply, prepare=lambda: self.pipeline)
         watcher.start()
         self._watchers.append(watcher)
         return watcher

@@ -124,9 +124,13 @@ class _Handler(FileSystemEventHandler):
 class Watcher:
     """Keeps collections in line with folders until :meth:`stop`; :meth:`status` says how each folder stands."""
 
-    def __init__(self, store: Store, settings: Settings, folders: list[WatchedFolder], apply: Apply) -> None:
+    def __init__(self, store: Store, settings: Settings, folders: list[WatchedFolder], apply: Apply,
+                 prepare: Callable[[], object] | None = None) -> None:
+        """``prepare``: loads what ``apply`` needs (the embedder), first thing in the watcher's thread, so the first
+        change does not wait for it."""
         self.settings = settings
         self._apply = apply
+        self._prepare = prepare
         self._folders = [_Folder(spec, settings, store) for spec in dict.fromkeys(folders)]
         self._observers: dict[Kind, BaseObserver] = {}
         self._stop = threading.Event()
@@ -213,6 +217,11 @@ class Watcher:
 
     # --- batches --------------------------------------------------------------------------------------
     def _run(self) -> None:
+        if self._prepare is not None:
+            try:
+                self._prepare()
+            except Exception:  # the batches will fail with the same reason, shown in the status
+                log.exception("loading the ingestion of watched folders failed")
         while not self._stop.is_set():
             for folder in self._folders:
                 if self._stop.is_set():
