@@ -1,6 +1,7 @@
 """Watched folders at scale: how soon a saved file is searchable, what a folder rename costs, how a burst is batched.
 
     python bench/watch.py --chunks 100000
+    python bench/watch.py --chunks 100000 --saves 0 --rename-files 0     # the burst alone (0 skips a part)
 
 The collection (built once, then kept in ``--keep``, default ``$RAG_BENCH_CACHE/watch-<chunks>``) is SciFact abstracts
 ingested by the real pipeline plus synthetic distractor chunks written straight into SQL, exactly as in
@@ -203,11 +204,14 @@ def main() -> None:
     watcher = rag.watch([WatchedFolder(path=folder, collection="default")], summarize=False)
     out["catch_up_s"] = round(wait(lambda: quiet(watcher) and watcher.status()[0].rescans > 0), 1)
     print(json.dumps(out), flush=True)
-    out["save"] = saves(rag, watcher, folder, texts, args.saves)
-    print(json.dumps(out), flush=True)
-    out["rename"] = rename_folder(rag, watcher, folder, texts, args.rename_files, texts_embedded)
-    print(json.dumps(out), flush=True)
-    out["burst"] = burst(rag, watcher, folder, texts, args.burst, embed_calls)
+    if args.saves:
+        out["save"] = saves(rag, watcher, folder, texts, args.saves)
+        print(json.dumps(out), flush=True)
+    if args.rename_files:
+        out["rename"] = rename_folder(rag, watcher, folder, texts, args.rename_files, texts_embedded)
+        print(json.dumps(out), flush=True)
+    if args.burst:
+        out["burst"] = burst(rag, watcher, folder, texts, args.burst, embed_calls)
     rag.close()
     print(json.dumps(out, indent=1))
 

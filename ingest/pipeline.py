@@ -158,8 +158,8 @@ class IngestPipeline:
 
     # --- the walk ----------------------------------------------------------------------------------
     def _walk(self, state: _Run, paths: list[str | Path]) -> tuple[list[Path], dict[str, Document]]:
-        """Discover and diff: reports missing and unsupported paths, removes documents whose files are gone;
-        returns the files to visit and the stored documents by path."""
+        """Discover and diff: reports missing and unsupported paths, moves documents whose content turned up at a
+        new path, removes the others whose files are gone; returns the files to visit and the stored documents by path."""
         report = state.report
         found = discover(paths, self.settings.ignore_patterns, lambda p: doc_type_for(p) is not None)
         known = self.store.documents_by_path(state.coll.id)

@@ -164,9 +164,10 @@ class RAG:
             if drop:  # left out by a .ragignore rule now: their files remain, so ingestion would keep them
                 self.pipeline.delete(collection, drop)
                 counts["removed"] = len(drop)
-            if paths and self.settings.broker_url:
-                self.submit(list(paths), collection, summarize=do_summaries)
-                counts["queued"] = len(paths)
+            if paths and self.settings.broker_url:  # moves and removals are settled here, the rest is queued
+                job = self.job(self.submit(list(paths), collection, summarize=do_summaries))
+                counts.update(job.counts)
+                counts["queued"] = job.total - sum(job.counts.values())
             elif paths:
                 report = self.ingest(list(paths), collection, summarize=do_summaries, should_cancel=should_cancel)
                 for outcome, n in report.counts().items():

@@ -323,8 +323,11 @@ class Settings(BaseSettings):
     )
     watch_poll_s: float = Field(default=2.0, gt=0, description="Seconds between two scans of a polled folder.")
     watch_debounce_s: float = Field(
-        default=0.4, gt=0, description="A folder's changes are applied once it has had no event for this long (a burst "
-        "becomes one batch), and a file only when it has not been written for this long (it may still be growing).",
+        default=0.75, gt=0, description="A folder's changes are applied once it has had no event for this long (a burst "
+        "becomes one batch), and a file only when it has not been written for this long (it may still be growing). "
+        "Longer than the 0.5 s watchdog waits for the second half of a rename: a file moved into a folder created a "
+        "moment before (not watched yet) is reported as a delete that late, and must meet its new path in one batch "
+        "to move rather than be embedded again.",
     )
     watch_max_delay_s: float = Field(
         default=5.0, gt=0, description="Under a stream of events that never pauses, changes older than this are "

@@ -26,6 +26,7 @@ from rag.store.schema import IndexLogEntry
 from rag.types import WatchStatus
 from tests.api_server import ApiServer, server_env
 from tests.conftest import REPO, write_files
+from tests.test_workers import AMQP, Workers, queue_name, workers  # noqa: F401 - the fixtures, by name
 
 T = TypeVar("T")
 COLLECTION = "notes"
@@ -323,6 +324,25 @@ def test_watch_settings_as_a_person_types_them(tmp_path: Path) -> None:
             Settings(data_dir=tmp_path / "data", watch=bad)
         line = describe_settings_error(caught.value)  # type: ignore[arg-type]
         assert line.startswith("invalid setting RAG_WATCH: ") and says in line and "\n" not in line
+
+
+def test_with_a_broker_batches_become_tasks_for_workers(make_rag, folder: Path, pg_url: str,
+                                                        request: pytest.FixtureRequest, embedded: Embedded) -> None:
+    """The watcher only plans (moves and deletes are short transactions it makes itself); `rag worker` processes
+    parse, embed and commit. The database is shared (PostgreSQL), as the workers' processes need."""
+    pool: Workers = request.getfixturevalue("workers")  # tests/test_workers.py's: skipped without RabbitMQ
+    pool.start(1)
+    rag = make_rag(database_url=pg_url, broker_url=AMQP, queue_name=pool.queue)
+    write_files(folder, {"minutes.txt": TEXTS["trains"]})
+    watcher = start(rag, folder)
+    wait_for(lambda: str(folder / "minutes.txt") in paths(rag), "a worker ingests the file",
+             timeout=240)
+    (folder / "minutes.txt").rename(folder / "minutes-2024.txt")
+    wait_for(lambda: paths(rag) == {str(folder / "minutes-2024.txt")}, "the watcher moves the document")
+    assert embedded.texts == []  # this process embedded nothing: the worker did, and the move needs nobody
+    assert hit_paths(rag, "Shinkansen", "lexical") == [str(folder / "minutes-2024.txt")]
+    status = wait_for(lambda: watching(watcher), "the batch ends")
+    assert status.counts["queued"] == 1 and status.counts["moved"] == 1
 
 
 # --- the faces ------------------------------------------------------------------------------------------------------

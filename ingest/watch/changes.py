@@ -45,11 +45,11 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _outermost(paths: list[Path]) -> list[Path]:
     """The paths not below another one of them: looking at a folder again covers everything in it."""
-    kept: list[Path] = []
-    for path in sorted(paths, key=lambda p: len(p.parts)):
-        if not any(_inside(path, k) for k in kept):
-            kept.append(path)
-    return kept
+    kept: set[Path] = set()
+    for path in sorted(paths, key=lambda p: len(p.parts)):  # a folder before what it holds
+        if path not in kept and not any(parent in kept for parent in path.parents):
+            kept.add(path)
+    return sorted(kept)
 
 
 def _supported(path: Path) -> bool:
