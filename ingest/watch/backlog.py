@@ -44,12 +44,14 @@ class Backlog:
         self._lock = threading.Lock()
         self._paths: dict[Path, _Entry] = {}
         self._rescan_since: float | None = None
+        self._applying = 0  # paths of the batch taken and not finished (a whole-folder scan counts as one)
         self.last_event: float | None = None
         self.overflows = 0
 
     def __len__(self) -> int:
+        """Changes not applied yet: waiting, or in the batch being applied."""
         with self._lock:
-            return len(self._paths) + (self._rescan_since is not None)
+            return len(self._paths) + (self._rescan_since is not None) + self._applying
 
     def add(self, path: Path) -> None:
         """Note that ``path`` changed (a file or a folder; created, written, deleted, or one end of a move)."""
@@ -96,6 +98,7 @@ class Backlog:
                 if not (quiet or now - self._rescan_since >= max_delay_s):
                     return None
                 self._rescan_since = None
+                self._applying = 1
                 return Taken(True, {})
             due = [
                 (path, entry) for path, entry in self._paths.items()
@@ -107,4 +110,10 @@ class Backlog:
             taken = {path: entry.signature for path, entry in due[:max_paths]}
             for path in taken:
                 del self._paths[path]
+            self._applying = len(taken)
             return Taken(False, taken)
+
+    def finish(self) -> None:
+        """The batch taken last is applied (or given back with :meth:`add`, :meth:`hold` or :meth:`rescan`)."""
+        with self._lock:
+            self._applying = 0

@@ -242,6 +242,7 @@ class Watcher:
                 folder.state = "watching"
             return
         if not folder.spec.path.is_dir():
+            folder.backlog.finish()  # its changes wait for the folder's return, whose scan covers them
             self._missing(folder)
             return
         folder.state = "scanning" if taken.rescan else "applying"
@@ -257,6 +258,8 @@ class Watcher:
                 folder.backlog.rescan()
             self._failed(folder, f"{type(exc).__name__}: {exc}")
             return
+        finally:
+            folder.backlog.finish()
         folder.failures, folder.error = 0, None
         folder.state = "watching" if not len(folder.backlog) else "applying"
 
