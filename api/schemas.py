@@ -174,7 +174,7 @@ class WatchedFolderOut(BaseModel):
     state: str = Field(description="scanning (the whole folder, at start and after lost events) | applying (a batch) "
                        "| watching (nothing waiting) | missing (looked for again every few seconds) | failed (retried)")
     observer: str = Field(description="What notices changes: inotify, fsevents or polling.")
-    backlog: int = Field(description="Changed paths waiting to be applied.")
+    backlog: int = Field(description="Changed paths not applied yet (waiting, or in the batch being applied).")
     last_event: str | None = Field(description="When a file of the folder last changed.")
     last_change: str | None = Field(description="When a batch last changed the collection for this folder.")
     batches: int

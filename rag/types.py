@@ -366,7 +366,7 @@ class WatchStatus:
     collection: str
     state: WatchState
     observer: str  # what notices changes: inotify, fsevents, polling ('' until watching)
-    backlog: int  # changed paths waiting to be applied (a pending whole-folder scan counts as one)
+    backlog: int  # changed paths not applied yet, waiting or in the batch at work (a whole-folder scan counts one)
     last_event: str | None  # when a file of the folder last changed (ISO 8601)
     last_change: str | None  # when a batch last changed the collection for it
     batches: int  # batches applied

@@ -399,3 +399,26 @@ def test_serve_watches_its_folders(served: tuple[httpx.Client, Path]) -> None:
     assert status["path"] == str(folder) and status["collection"] == COLLECTION and status["state"] == "watching"
     assert status["observer"] == "inotify" and status["backlog"] == 0 and status["last_change"]
     assert status["counts"]["added"] == 2 and status["counts"]["moved"] == 1 and status["rescans"] == 1
+
+
+def test_the_web_page_shows_the_watched_folders(served: tuple[httpx.Client, Path]) -> None:
+    """The Documents screen in a real headless Chromium (as tests/test_web.py drives it): the folder with its state,
+    and a file saved into it appears in the document list by itself."""
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("Debian's chromium is not installed (scripts/test installs it with apt-get)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    client, folder = served
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium))
+        try:
+            page = browser.new_page(base_url=str(client.base_url))
+            page.goto("/#documents")
+            card = page.locator("#watch-list .watched")
+            sync_api.expect(card).to_have_attribute("data-state", "watching", timeout=60_000)
+            sync_api.expect(card).to_contain_text(f"{folder} into {COLLECTION}")
+            (folder / "holidays.txt").write_text("The office closes for public holidays on 25 and 26 December.")
+            sync_api.expect(page.locator("#doc-list")).to_contain_text("holidays.txt", timeout=60_000)
+            sync_api.expect(card).to_contain_text("added")
+        finally:
+            browser.close()
