@@ -178,6 +178,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/documents/{document_id}/text"): Rule(READER, document),
     ("GET", "/v1/chunks/{chunk_id}"): Rule(READER, chunk),
     ("GET", "/v1/collections"): Rule(READER),
+    ("GET", "/v1/watch"): Rule(READER),
     ("GET", "/v1/models"): Rule(READER),
     ("POST", "/v1/chat/completions"): Rule(READER, chat_collection, answers=True),
     ("POST", "/tokenize"): Rule(READER),

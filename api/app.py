@@ -2,6 +2,7 @@
 
 ``create_app(settings)`` builds the app; ``rag serve`` runs it under uvicorn. The lifespan opens the engine (the
 store), marks jobs left running by a dead process as interrupted, and loads the models in a background thread:
+``RAG_WATCH`` folders are watched from the start (their catch-up scans in the watcher's thread);
 ``/healthz`` answers at once (the process is alive) while ``/readyz`` says 503 until the store answers and the
 embedder (and a local LLM) are loaded, so a load balancer only sends traffic to a replica that can serve it.
 
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threading.Thread(target=_warm_up, args=(app, rag, ready), name="warm-up", daemon=True).start()
         if settings.summarize and not settings.broker_url:  # with a broker, workers write the summaries
             rag.summaries.wake()  # takes up what an earlier run left pending
+        app.state.watcher = rag.watch() if settings.watch else None  # its scans run in its thread
         try:
             yield
         finally:
@@ -102,8 +104,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.jobs.shutdown()
             log.info("jobs stopped in %.1fs", time.perf_counter() - t0)
             app.state.jobs = None
+            app.state.watcher = None
             app.state.rag = None
-            rag.close()
+            rag.close()  # stops the watcher first
 
     app = FastAPI(
         title="RAG service",

@@ -275,3 +275,12 @@ async def delete_document(document_id: DocumentId, rag: Rag, request: Request, a
 def list_collections(rag: Rag, access: AccessDep) -> dict[str, Any]:
     """The collections the key sees."""
     return {"collections": rag.store.collections(access.visible)}
+
+
+@router.get("/watch", response_model=S.WatchList, responses=S.error_responses(401))
+def watched_folders(request: Request, access: AccessDep) -> dict[str, Any]:
+    """The folders this server keeps in line with collections (RAG_WATCH): state, backlog, last change; those of
+    the collections the key sees."""
+    watcher = getattr(request.app.state, "watcher", None)
+    folders = watcher.status() if watcher is not None else []
+    return {"folders": [f.to_dict() for f in folders if access.visible is None or f.collection in access.visible]}

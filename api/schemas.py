@@ -77,7 +77,7 @@ class Job(BaseModel):
     paths: list[str]
     total: int = Field(description="Files found so far (0 until discovery is done).")
     processed: int
-    counts: dict[str, int] = Field(description="added / updated / unchanged / removed / failed / skipped "
+    counts: dict[str, int] = Field(description="added / updated / unchanged / moved / removed / failed / skipped "
                                    "(and summaries_pending) when done.")
     errors: list[FileError]
     message: str | None = None
@@ -169,6 +169,26 @@ class CollectionOut(BaseModel):
 
 class CollectionList(BaseModel):
     collections: list[CollectionOut]
+
+
+# --- watched folders ----------------------------------------------------------------------------------
+class WatchedFolderOut(BaseModel):
+    path: str
+    collection: str
+    state: str = Field(description="scanning (the whole folder, at start and after lost events) | applying (a batch) "
+                       "| watching (nothing waiting) | missing (looked for again every few seconds) | failed (retried)")
+    observer: str = Field(description="What notices changes: inotify, fsevents or polling.")
+    backlog: int = Field(description="Changed paths not applied yet (waiting, or in the batch being applied).")
+    last_event: str | None = Field(description="When a file of the folder last changed.")
+    last_change: str | None = Field(description="When a batch last changed the collection for this folder.")
+    batches: int
+    rescans: int
+    counts: dict[str, int] = Field(description="Files per outcome since the server started (added, moved …).")
+    error: str | None = None
+
+
+class WatchList(BaseModel):
+    folders: list[WatchedFolderOut]
 
 
 # --- health -----------------------------------------------------------------------------------------

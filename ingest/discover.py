@@ -115,3 +115,41 @@ def content_hash(path: Path) -> str:
         while block := fh.read(HASH_BLOCK):
             h.update(block)
     return h.hexdigest()
+
+
+class IgnoreRules:
+    """Whether a path below ``root`` is left out by the rules a walk of ``root`` applies (the patterns, and the
+    ``.ragignore`` files of ``root`` and of each folder on the way down), for a path met without walking to it: a
+    watched file event. Each ``.ragignore`` is read once per object; make a new one when they may have changed."""
+
+    def __init__(self, root: Path, patterns: list[str]) -> None:
+        self.root = root
+        self.patterns = patterns
+        self._files: dict[Path, list[str]] = {}
+
+    def _own(self, folder: Path) -> list[str]:
+        if folder not in self._files:
+            self._files[folder] = _read_ignore_file(folder)
+        return self._files[folder]
+
+    def at(self, folder: Path) -> list[str]:
+        """The patterns a walk of ``root`` applies to the entries of ``folder`` (``root`` or a folder below it)."""
+        patterns = list(self.patterns)
+        here = self.root
+        patterns += self._own(here)
+        for part in folder.relative_to(self.root).parts:
+            here = here / part
+            patterns += self._own(here)
+        return patterns
+
+    def ignored(self, path: Path) -> bool:
+        """Whether a walk of ``root`` would skip ``path`` (or one of the folders holding it); ``.ragignore`` files
+        themselves are never documents."""
+        if path.name == ".ragignore":
+            return True
+        here = self.root
+        for part in path.relative_to(self.root).parts:
+            if _ignored(part, self.at(here)):
+                return True
+            here = here / part
+        return False

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from ingest.chunking import Chunker, TextChunk, page_meta
 from ingest.discover import content_hash, discover
+from ingest.moves import apply_moves, find_moves
 from ingest.readers import ReadCancelled, ReadError, Work, doc_type_for, read_document
 from rag.models.embedder import Embedder
 from rag.settings import Settings
@@ -157,8 +158,8 @@ class IngestPipeline:
 
     # --- the walk ----------------------------------------------------------------------------------
     def _walk(self, state: _Run, paths: list[str | Path]) -> tuple[list[Path], dict[str, Document]]:
-        """Discover and diff: reports missing and unsupported paths, removes documents whose files are gone;
-        returns the files to visit and the stored documents by path."""
+        """Discover and diff: reports missing and unsupported paths, moves documents whose content turned up at a
+        new path, removes the others whose files are gone; returns the files to visit and the stored documents by path."""
         report = state.report
         found = discover(paths, self.settings.ignore_patterns, lambda p: doc_type_for(p) is not None)
         known = self.store.documents_by_path(state.coll.id)
@@ -178,8 +179,11 @@ class IngestPipeline:
             doc for path, doc in known.items()
             if path not in present and (path in gone_explicit or any(path.startswith(r) for r in roots))
         ]
-        self._remove(state, removed)
-        return found.files, known
+        moves = find_moves(removed, found.files, known)  # renamed files keep their chunks (ingest/moves.py)
+        report.files.extend(apply_moves(self.store, state.coll, moves))
+        moved, arrived = {m.document.id for m in moves}, {m.path for m in moves}
+        self._remove(state, [d for d in removed if d.id not in moved])
+        return [f for f in found.files if f not in arrived], known
 
     def _run(self, state: _Run, paths, progress, should_cancel, summarize_pending) -> None:
         files, known = self._walk(state, paths)

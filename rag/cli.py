@@ -22,7 +22,7 @@ from rag.settings import Settings, describe_settings_error
 
 if TYPE_CHECKING:
     from rag.engine import RAG
-    from rag.types import Answer
+    from rag.types import Answer, WatchStatus
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -155,6 +155,89 @@ def _wait_for_summaries(rag: RAG, collection: str) -> None:
             collection, progress=lambda done, total, _path: bar.update(task, completed=done, total=total)
         )
     console.print("summaries: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
+
+
+@app.command()
+def watch(
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Folders to keep in line with the collection (default: the folders of RAG_WATCH).", exists=True,
+        file_okay=False, show_default=False)] = None,
+    data_dir: DataDir = None,
+    collection: CollectionOpt = "default",
+    observer: Annotated[str | None, typer.Option(
+        help="auto | native | polling (env RAG_WATCH_OBSERVER): polling for network mounts.", show_default=False)] = None,
+    summarize: Annotated[
+        bool | None, typer.Option("--summarize/--no-summarize", help="Summarise new and changed documents in the "
+                                  "background (default: RAG_SUMMARIZE, on).")
+    ] = None,
+) -> None:
+    """Keep collections in line with folders as files are saved, moved and deleted, until Ctrl-C.
+
+    Starts with a scan that applies what changed while nothing watched (as `rag ingest` does), then applies each
+    burst of changes as one batch within about a second; a renamed or moved file keeps its chunks (nothing is
+    embedded again). With RAG_BROKER_URL set, the changes become tasks for `rag worker` processes."""
+    import signal
+    import time
+
+    from rich.live import Live
+
+    overrides: dict[str, Any] = {"watch_observer": observer} if observer else {}
+    if paths:
+        overrides["watch"] = [{"path": p, "collection": collection} for p in paths]
+    rag = _rag(data_dir, **overrides)
+    if not rag.settings.watch:
+        _say_error("nothing to watch: name folders (rag watch FOLDER…) or set RAG_WATCH")
+        raise typer.Exit(2)
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop ends it like Ctrl-C
+    watcher = None
+    try:
+        watcher = rag.watch(summarize=summarize)
+        err.print(f"watching {len(rag.settings.watch)} folder(s); Ctrl-C stops", highlight=False)
+        if err.is_terminal:  # one live line per folder
+            with Live(_watch_status(watcher.status()), console=err, refresh_per_second=4) as live:
+                while True:
+                    time.sleep(0.25)
+                    live.update(_watch_status(watcher.status()))
+        else:  # a log file, a service manager: the lines again whenever a state changes
+            shown = None
+            while True:
+                states = [(st.state, st.batches, st.error) for st in watcher.status()]
+                if states != shown:
+                    err.print(_watch_status(watcher.status()))
+                    shown = states
+                time.sleep(0.25)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        rag.close()  # the batch in hand ends after its current file
+    if watcher is not None and not err.is_terminal:  # what was done, for the log
+        err.print(_watch_status(watcher.status()))
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+_WATCH_COLOURS = {"watching": "green", "scanning": "cyan", "applying": "cyan", "missing": "yellow", "failed": "red"}
+
+
+def _watch_status(statuses: list[WatchStatus]) -> Table:
+    """One line per watched folder: its state, where changes go, how they are noticed, what waits, what was done."""
+    from datetime import datetime
+
+    table = Table.grid(padding=(0, 1))
+    for _ in range(5):
+        table.add_column(overflow="fold")  # a path is never cut short
+    for st in statuses:
+        facts = [st.observer or "not watched", f"backlog {st.backlog}"]
+        facts.append(", ".join(f"{n} {k}" for k, n in st.counts.items()) or "no changes yet")
+        if st.last_change:
+            facts.append("last change " + datetime.fromisoformat(st.last_change).astimezone().strftime("%H:%M:%S"))
+        if st.error:
+            facts.append(st.error)
+        table.add_row(f"[{_WATCH_COLOURS.get(st.state, 'white')}]{st.state}[/]", escape(st.path), "→",
+                      escape(st.collection), f"[dim]{escape(' · '.join(facts))}[/]")
+    return table
 
 
 @app.command()

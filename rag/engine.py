@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from rag.models.llm import Message
-from rag.settings import Settings
+from rag.settings import Settings, WatchedFolder
 from rag.store.store import Store, StoreError
 from rag.types import Answer, DocumentInfo, Hit, IngestReport, JobInfo, ProgressFn
 
 if TYPE_CHECKING:
+    from ingest.watch import Watcher
     from rag.synthesis import Chat
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class RAG:
         self.store = Store(self.settings)
         self._parts: dict[str, Any] = {}
         self._part_locks = {name: threading.Lock() for name in ("embedder", "retriever", "pipeline", "llm", "queue", "summaries")}
+        self._watchers: list[Watcher] = []
 
     # --- lazily loaded parts -------------------------------------------------------------------------
     def _part(self, name: str, build: Callable[[], Any]) -> Any:
@@ -146,6 +148,37 @@ class RAG:
         if do_summaries and report.summaries_pending:
             self.summaries.wake()
         return report
+
+    def watch(self, folders: Sequence[WatchedFolder] | None = None, *, summarize: bool | None = None) -> Watcher:
+        """Keep collections in line with folders as their files change (default: ``RAG_WATCH``), until :meth:`close`.
+
+        Returns once watching; each folder's catch-up scan and every later batch run in the watcher's thread, through
+        :meth:`ingest` (or :meth:`submit`, for ``rag worker`` processes, with a broker). ``status()`` of the returned
+        watcher says how each folder stands. See ``ingest/watch/watcher.py``."""
+        from ingest.watch import Watcher
+
+        do_summaries = self.settings.summarize if summarize is None else summarize
+
+        def apply(collection: str, paths: list[Path], drop: list[int], should_cancel: Callable[[], bool]) -> dict[str, int]:
+            counts: dict[str, int] = {}
+            if drop:  # left out by a .ragignore rule now: their files remain, so ingestion would keep them
+                self.pipeline.delete(collection, drop)
+                counts["removed"] = len(drop)
+            if paths and self.settings.broker_url:  # moves and removals are settled here, the rest is queued
+                job = self.job(self.submit(list(paths), collection, summarize=do_summaries))
+                counts.update(job.counts)
+                counts["queued"] = job.total - sum(job.counts.values())
+            elif paths:
+                report = self.ingest(list(paths), collection, summarize=do_summaries, should_cancel=should_cancel)
+                for outcome, n in report.counts().items():
+                    counts[outcome] = counts.get(outcome, 0) + n
+            return counts
+
+        folders = list(self.settings.watch if folders is None else folders)
+        watcher = Watcher(self.store, self.settings, folders, apply, prepare=lambda: self.pipeline)
+        watcher.start()
+        self._watchers.append(watcher)
+        return watcher
 
     def wait_for_summaries(
         self, collection: str | None = None, *, timeout: float | None = None, progress: ProgressFn | None = None,
@@ -423,7 +456,10 @@ class RAG:
         return hits, answer
 
     def close(self) -> None:
-        """Stop the summary pass (after the call in hand) and release the store; pending summaries stay pending."""
+        """Stop the watchers and the summary pass (after the call in hand) and release the store; pending summaries
+        stay pending."""
+        for watcher in self._watchers:
+            watcher.stop()
         summaries = self._parts.get("summaries")
         if summaries is not None:
             summaries.close()

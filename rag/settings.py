@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
@@ -38,6 +38,58 @@ def split_list(value: Any) -> Any:
         except ValueError as exc:
             raise ValueError(f"starts with '[' but is not a JSON list ({exc})") from None
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+class WatchedFolder(BaseModel):
+    """A folder kept in line with a collection by the watcher (``rag watch``, ``RAG_WATCH`` for ``rag serve``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    collection: str = Field(default="default", min_length=1, max_length=200)
+
+    @field_validator("path", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("collection", mode="after")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if "/" in value or "\x00" in value:
+            raise ValueError(f"collection name {value!r} holds a '/' or a NUL byte")
+        return value
+
+
+def parse_watch(value: Any) -> Any:
+    """``RAG_WATCH`` as a person types it: ``/srv/docs=handbook,/srv/wiki`` (a folder, optionally ``=collection``;
+    without one, the collection is ``default``), or a JSON list of such items, or a JSON object folder → collection.
+
+    The collection is what follows the last ``=``, unless that holds a ``/`` (then the whole item is the folder)."""
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"starts with '{{' but is not a JSON object ({exc})") from None
+    if isinstance(value, dict):
+        return [{"path": folder, "collection": collection} for folder, collection in value.items()]
+    items = split_list(value)
+    if not isinstance(items, list):
+        return items
+    parsed: list[Any] = []
+    for item in items:
+        if not isinstance(item, str):
+            parsed.append(item)
+            continue
+        folder, sep, collection = item.strip().rpartition("=")
+        if not sep or "/" in collection or "\\" in collection:
+            folder, collection = item.strip(), "default"
+        elif not collection.strip():
+            raise ValueError(f"'{item}' names no collection after '='")
+        if not folder.strip():
+            raise ValueError(f"'{item}' names no folder")
+        parsed.append({"path": folder.strip(), "collection": collection.strip()})
+    return parsed
 
 
 class Settings(BaseSettings):
@@ -278,6 +330,37 @@ class Settings(BaseSettings):
         "standalone question with one LLM call before retrieval (rag/synthesis/conversation.py).",
     )
 
+    # --- watched folders ---------------------------------------------------------------------------
+    watch: Annotated[list[WatchedFolder], NoDecode] = Field(
+        default_factory=list, description="Folders `rag serve` keeps in line with collections, as FOLDER=COLLECTION "
+        "items separated by commas (FOLDER alone: the 'default' collection), e.g. /srv/docs=handbook,/srv/wiki.",
+    )
+    watch_observer: Literal["auto", "native", "polling"] = Field(
+        default="auto", description="How file changes are noticed: 'native' (inotify on Linux, FSEvents on macOS), "
+        "'polling' (a scan every RAG_WATCH_POLL_S: for network mounts, whose changes made on other machines no native "
+        "API reports). 'auto': polling for a folder on a network file system or when native watching fails, else native.",
+    )
+    watch_poll_s: float = Field(default=2.0, gt=0, description="Seconds between two scans of a polled folder.")
+    watch_debounce_s: float = Field(
+        default=0.75, gt=0, description="A folder's changes are applied once it has had no event for this long (a burst "
+        "becomes one batch), and a file only when it has not been written for this long (it may still be growing). "
+        "Longer than the 0.5 s watchdog waits for the second half of a rename: a file moved into a folder created a "
+        "moment before (not watched yet) is reported as a delete that late, and must meet its new path in one batch "
+        "to move rather than be embedded again.",
+    )
+    watch_max_delay_s: float = Field(
+        default=5.0, gt=0, description="Under a stream of events that never pauses, changes older than this are "
+        "applied anyway, so a busy folder still reaches the index.",
+    )
+    watch_batch_files: int = Field(
+        default=2000, ge=1, description="Files one batch of watched changes hands to ingestion at most (one ingestion "
+        "run, committed per embedding batch); the rest follow in the next batch.",
+    )
+    watch_max_backlog: int = Field(
+        default=50_000, ge=1, description="Changed paths a folder holds before they are applied; past it they are "
+        "dropped and the whole folder is rescanned (a hash per file), so memory stays bounded whatever the burst.",
+    )
+
     # --- API -------------------------------------------------------------------------------------
     allowed_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Server paths ingestion jobs may read."
@@ -311,6 +394,22 @@ class Settings(BaseSettings):
     def _list_from_text(cls, value: Any) -> Any:
         return split_list(value)
 
+    @field_validator("watch", mode="before")
+    @classmethod
+    def _watch_from_text(cls, value: Any) -> Any:
+        return parse_watch(value)
+
+    @field_validator("watch", mode="after")
+    @classmethod
+    def _not_the_data_dir(cls, value: list[WatchedFolder], info: ValidationInfo) -> list[WatchedFolder]:
+        """The data directory is never watched: its own writes would be events (a data directory inside a watched
+        folder is skipped instead)."""
+        data_dir = info.data.get("data_dir")
+        for folder in value:
+            if data_dir is not None and (folder.path == data_dir or folder.path.is_relative_to(data_dir)):
+                raise ValueError(f"{folder.path} is inside the data directory, which is never watched")
+        return value
+
     @field_validator("data_dir", "models_dir", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
@@ -343,6 +442,8 @@ def _expected_form(annotation: Any) -> str:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if origin is Annotated:
         return _expected_form(args[0])
+    if origin is list and args == [WatchedFolder]:
+        return "FOLDER or FOLDER=COLLECTION, several separated by commas (a JSON list also works)"
     if origin is list:
         return "a value or a comma-separated list (a JSON list also works)"
     if origin is Literal:

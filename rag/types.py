@@ -48,7 +48,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-FileStatus = Literal["added", "updated", "unchanged", "removed", "failed", "skipped"]
+FileStatus = Literal["added", "updated", "unchanged", "moved", "removed", "failed", "skipped"]
+"""``moved``: a file found at a new path with the content of a document whose old path is gone (a rename or move);
+the document takes the new path and keeps its chunks: nothing is parsed or embedded again."""
 SummaryState = Literal["none", "pending", "extractive", "done", "rejected", "failed"]
 """A document's summary: ``extractive`` (its central sentences, an LLM summary may follow), ``done`` (the LLM's,
 verified against the document), ``rejected`` (the LLM's was not supported by the document or missed its names: the
@@ -133,6 +135,10 @@ class IngestReport:
         return self._count("unchanged")
 
     @property
+    def moved(self) -> int:
+        return self._count("moved")
+
+    @property
     def removed(self) -> int:
         return self._count("removed")
 
@@ -149,7 +155,7 @@ class IngestReport:
         return [f for f in self.files if f.status in ("failed", "skipped")]
 
     def counts(self) -> dict[str, int]:
-        return {s: self._count(s) for s in ("added", "updated", "unchanged", "removed", "failed", "skipped")}
+        return {s: self._count(s) for s in ("added", "updated", "unchanged", "moved", "removed", "failed", "skipped")}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -341,6 +347,32 @@ class JobInfo:
             errors=list(run.errors or []), message=run.message, created_at=iso(run.created_at),
             started_at=iso(run.started_at), finished_at=iso(run.finished_at), executor=run.executor or "thread",
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+WatchState = Literal["starting", "scanning", "applying", "watching", "missing", "failed"]
+"""A watched folder: ``scanning`` (comparing the whole folder with the collection: at start, after lost events),
+``applying`` (a batch of changes), ``watching`` (nothing waiting), ``missing`` (the folder is not there: looked for
+again every few seconds, its documents kept), ``failed`` (the last batch failed: retried with backoff)."""
+
+
+@dataclass
+class WatchStatus:
+    """One watched folder as ``rag watch``, ``GET /v1/watch`` and the web page show it."""
+
+    path: str
+    collection: str
+    state: WatchState
+    observer: str  # what notices changes: inotify, fsevents, polling ('' until watching)
+    backlog: int  # changed paths not applied yet, waiting or in the batch at work (a whole-folder scan counts one)
+    last_event: str | None  # when a file of the folder last changed (ISO 8601)
+    last_change: str | None  # when a batch last changed the collection for it
+    batches: int  # batches applied
+    rescans: int  # whole-folder scans: the catch-up at start, and after events were lost
+    counts: dict[str, int] = field(default_factory=dict)  # files per outcome (added, moved ...) since the start
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

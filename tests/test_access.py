@@ -207,6 +207,7 @@ CASES: dict[tuple[str, str], list[Case]] = {
         Case("reader", 200, lambda w, who, c: {"path": {"document_id": w.doc[c]}})],
     ("GET", "/v1/chunks/{chunk_id}"): [Case("reader", 200, lambda w, who, c: {"path": {"chunk_id": w.chunk[c]}})],
     ("GET", "/v1/collections"): [Case("reader", 200, lambda w, who, c: {}, scoped=False)],
+    ("GET", "/v1/watch"): [Case("reader", 200, lambda w, who, c: {}, scoped=False)],
     ("GET", "/v1/models"): [Case("reader", 200, lambda w, who, c: {}, scoped=False)],
     ("POST", "/v1/chat/completions"): [Case("reader", 200, _chat(False), label="json"),
                                        Case("reader", 200, _chat(True), label="stream")],

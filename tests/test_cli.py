@@ -30,7 +30,7 @@ def test_ingest_search_docs_delete(tmp_path: Path) -> None:
     assert again["counts"]["unchanged"] == report["counts"]["added"]
 
     hits = json.loads(rag_cli("search", "what happens to a renamed file", "--json", "-k", "3", data_dir=data).stdout)
-    assert hits[0]["document"].endswith("ingestion.md") and "renamed" in hits[0]["text"]
+    assert hits[0]["document"].endswith("ingestion.md") and "rename" in hits[0]["text"]
 
     listing = json.loads(rag_cli("docs", "--json", data_dir=data).stdout)
     assert {Path(d["path"]).name for d in listing} == {p.name for p in docs.glob("*.md")}

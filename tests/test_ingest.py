@@ -45,7 +45,8 @@ def test_change_detection_edit_delete_rename(make_rag, tmp_path: Path) -> None:
     write_files(docs, GARDEN)
     rag = make_rag()
     first = rag.ingest(docs)
-    assert first.counts() == {"added": 3, "updated": 0, "unchanged": 0, "removed": 0, "failed": 0, "skipped": 0}
+    assert first.counts() == {"added": 3, "updated": 0, "unchanged": 0, "moved": 0, "removed": 0, "failed": 0,
+                              "skipped": 0}
     ids_before = assert_consistent(rag)
 
     again = rag.ingest(docs)
@@ -64,11 +65,13 @@ def test_change_detection_edit_delete_rename(make_rag, tmp_path: Path) -> None:
     assert removed.removed == 1 and removed.unchanged == 2
     assert all(not h.document.endswith("pests.html") for h in rag.retrieve("aphids ladybirds", top_k=5))
 
+    ids_before = assert_consistent(rag)
     (docs / "plants/tomato.md").rename(docs / "plants/tomatoes.md")
-    renamed = rag.ingest(docs)
-    assert (renamed.added, renamed.removed, renamed.unchanged) == (1, 1, 1)
+    renamed = rag.ingest(docs)  # the same content at a new path: the document moves, its chunks stay
+    assert (renamed.moved, renamed.added, renamed.removed, renamed.unchanged) == (1, 0, 0, 1)
     assert sorted(Path(d.path).name for d in rag.documents()) == ["basil.txt", "tomatoes.md"]
-    assert_consistent(rag)
+    assert assert_consistent(rag) == ids_before  # nothing re-embedded
+    assert rag.retrieve("how much water do tomatoes need", top_k=1)[0].document.endswith("tomatoes.md")
 
 
 def test_lexical_index_is_shared_by_processes_on_one_data_directory(make_rag, tmp_path: Path) -> None:

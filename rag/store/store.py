@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from rag.settings import Settings
@@ -309,6 +310,23 @@ class Store(RunRecords, SummaryRecords, KeyRecords, AuditRecords):
         s.execute(delete(Document).where(Document.id.in_(ids)))
         changes.removed.extend(chunk_ids)
         return chunk_ids
+
+    def move_documents(self, s: Session, moves: list[tuple[int, str, float]]) -> None:
+        """Give documents new paths (``(id, path, mtime)``) in the caller's transaction. A moved file keeps its
+        chunks, vectors and summary: no chunk id is added or removed, so the change log records nothing and no index
+        has work to do; hits, filters and listings read the path from SQL, so they show the new one at once."""
+        if moves:
+            s.execute(update(Document), [{"id": doc_id, "path": path, "mtime": mtime} for doc_id, path, mtime in moves])
+
+    def documents_under(self, collection: str, folder: str) -> list[Document]:
+        """The collection's documents at ``folder`` or anywhere below it (what a deleted or moved-away folder held)."""
+        below = folder.rstrip(os.sep) + os.sep
+        with self.session() as s:
+            q = (
+                select(Document).join(Collection).where(Collection.name == collection)
+                .where((Document.path == folder) | Document.path.startswith(below, autoescape=True))
+            )
+            return list(s.scalars(q))
 
     def find_document(self, ref: str | int, collection: str | None = None) -> Document | None:
         """A document by id, or by path (absolute, or as given at ingestion)."""

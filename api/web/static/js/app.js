@@ -2,7 +2,9 @@
 
 import { apiKey, api, onUnauthorized } from "./api.js";
 import { clearConversation, initAsk, setCollections } from "./ask.js";
-import { clearDocuments, initDocuments, loadDocuments, resumeJobs, setCollectionNames } from "./documents.js";
+import {
+  clearDocuments, initDocuments, loadDocuments, loadWatched, resumeJobs, setCollectionNames,
+} from "./documents.js";
 import { initSources, showDocument } from "./sources.js";
 import { $, clearError, describe, el, showError } from "./ui.js";
 
@@ -20,7 +22,7 @@ async function refresh() {
   const { collections } = await api.get("/v1/collections");
   setCollections(collections);
   setCollectionNames(collections);
-  await loadDocuments();
+  await Promise.all([loadDocuments(), loadWatched()]);
 }
 
 function route() {

@@ -1,5 +1,5 @@
 // The Documents screen: upload files (picked or dropped, several at once) or ingest a server folder, watch each
-// job's progress, and list and delete documents.
+// job's progress, see the folders the server watches, and list and delete documents.
 
 import { api } from "./api.js";
 import { $, confirmAction, describe, el, fileName, formatBytes, plural, showError } from "./ui.js";
@@ -7,6 +7,7 @@ import { $, confirmAction, describe, el, fileName, formatBytes, plural, showErro
 const FINISHED = new Set(["done", "failed", "cancelled", "interrupted"]);
 const POLL_MS = 500;
 const SUMMARY_POLL_MS = 3000;
+const WATCH_POLL_MS = 3000;
 
 let picked = []; // File objects chosen or dropped, not uploaded yet
 let onChange = () => {}; // called when a job finishes or a document is deleted: reloads documents and collections
@@ -40,9 +41,12 @@ export function initDocuments(changed) {
 // Forget everything shown (the key was refused).
 export function clearDocuments() {
   clearTimeout(summaryTimer);
+  clearTimeout(watchTimer);
   picked = [];
   watched.clear();
-  for (const id of ["doc-list", "jobs", "picked", "collection-names"]) $(id).replaceChildren();
+  lastChanges = null;
+  $("watch-panel").hidden = true;
+  for (const id of ["doc-list", "jobs", "picked", "collection-names", "watch-list"]) $(id).replaceChildren();
   $("upload-button").disabled = true;
 }
 
@@ -153,10 +157,48 @@ function renderJob(card, job) {
   card.replaceChildren(...parts);
 }
 
+function countWords(counts) {
+  return ["added", "updated", "unchanged", "moved", "removed", "queued", "failed", "skipped"]
+    .filter((k) => counts[k]).map((k) => `${counts[k]} ${k}`).join(", ");
+}
+
 function summaryOf(counts) {
-  const words = ["added", "updated", "unchanged", "removed", "failed", "skipped"]
-    .filter((k) => counts[k]).map((k) => `${counts[k]} ${k}`);
-  return words.length ? `Finished: ${words.join(", ")}` : "Finished: nothing to do";
+  const words = countWords(counts);
+  return words ? `Finished: ${words}` : "Finished: nothing to do";
+}
+
+let watchTimer = null;
+let lastChanges = null; // the folders' last changes when last fetched: when one moves on, the documents are reloaded
+
+// The folders the server watches (GET /v1/watch), fetched again every few seconds while there are any.
+export async function loadWatched() {
+  clearTimeout(watchTimer);
+  const { folders } = await api.get("/v1/watch");
+  $("watch-panel").hidden = folders.length === 0;
+  $("watch-list").replaceChildren(...folders.map(folderCard));
+  const changes = folders.map((f) => f.last_change || "").join("|");
+  const moved = lastChanges !== null && changes !== lastChanges;
+  lastChanges = changes;
+  if (folders.length) {
+    watchTimer = setTimeout(() => loadWatched().catch((error) => showError(describe(error))), WATCH_POLL_MS);
+  }
+  if (moved) onChange();
+}
+
+function folderCard(folder) {
+  const facts = [
+    ["Noticed by", folder.observer || "nothing yet"],
+    ["Waiting", plural(folder.backlog, "change")],
+    ["Last change", folder.last_change ? new Date(folder.last_change).toLocaleString() : "none yet"],
+  ];
+  return el("li", { className: "job watched", data: { state: folder.state } },
+    el("p", { className: "job-head" }, el("strong", { textContent: folder.path }), ` into ${folder.collection} `,
+      el("span", { className: `state state-${folder.state}`, textContent: folder.state })),
+    el("dl", { className: "facts" }, facts.map(([k, v]) => el("div", {}, el("dt", { textContent: k }),
+      el("dd", { textContent: v })))),
+    el("p", { className: "meta", textContent: countWords(folder.counts) || "No changes since the server started." }),
+    folder.error ? el("p", { className: "error", textContent: folder.error }) : null,
+  );
 }
 
 let summaryTimer = null;
