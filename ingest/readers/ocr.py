@@ -22,6 +22,7 @@ from ingest.readers.base import ReadError, Work
 from ingest.readers.normalise import join_pages, normalise_text
 from ingest.readers.ocr_engines import Line, PageTimeout, engine_for
 
+
 @dataclass
 class OcrPage:
     text: str
