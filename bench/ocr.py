@@ -177,7 +177,7 @@ def retrieval(args: argparse.Namespace) -> None:
 
 SCAN_QUESTIONS = {
     "private_gpt__tests_components_readers_files_file_scanned.pdf":
-        "What does the Slerexe Company letter introduce the reader to?",
+        "In facsimile, what is a photocell caused to perform over the subject copy?",
     "haystack__test_test_files_pdf_non_text_searchable.pdf":
         "Why can the text of a non-text-searchable PDF not be selected?",
 }
