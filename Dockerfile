@@ -30,9 +30,10 @@ COPY pyproject.toml README.md ./
 COPY rag ./rag
 COPY ingest ./ingest
 COPY api ./api
-# llama.cpp (a local model on the CPU), built in the stage above; libgomp is its OpenMP runtime.
+# llama.cpp (a local model on the CPU), built in the stage above; libgomp is its OpenMP runtime. tesseract-ocr: OCR
+# at about a fifth of the CPU of the bundled RapidOCR (docs/ingestion.md), which RAG_OCR=auto uses when it is absent.
 COPY --from=llamacpp /wheels /wheels
-RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/* \
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 tesseract-ocr && rm -rf /var/lib/apt/lists/* \
     && pip install /wheels/*.whl \
     && pip install ".[llamacpp]" \
     && useradd --create-home --uid 10001 rag \

@@ -37,6 +37,7 @@ class Passage(BaseModel):
     end_char: int | None
     page: int | None = Field(description="1-based page of the passage's start, for paged documents (PDF page, pptx slide, xlsx sheet).")
     sheet: str | None = Field(None, description="The name of the sheet where the passage starts (xlsx; else null).")
+    ocr: bool = Field(False, description="The passage's text was read by OCR (a scanned page, an image).")
 
 
 class DocumentText(BaseModel):
@@ -60,7 +61,7 @@ def passage(chunk_id: ChunkId, rag: Rag) -> dict[str, Any]:
     return {
         "chunk_id": row.id, "document_id": row.document_id, "document": row.path, "title": row.title,
         "kind": row.kind, "position": row.position, "text": row.text, "start_char": row.start_char,
-        "end_char": row.end_char, "page": page, "sheet": sheet,
+        "end_char": row.end_char, "page": page, "sheet": sheet, "ocr": bool((row.meta or {}).get("ocr_lines")),
     }
 
 

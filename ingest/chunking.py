@@ -182,3 +182,19 @@ def page_meta(
         if later:
             meta["later_sheets"] = [page_names[i] for i in later]
     return meta
+
+
+def line_meta(chunk: TextChunk, lines: Sequence[Sequence[float]] | None) -> dict[str, Any]:
+    """The OCR'd lines a chunk holds, for its ``meta``: ``ocr_lines``, one ``[start, end, page, x0, y0, x1, y1]``
+    per line with its offsets in the chunk's text (clipped to it) and its box as fractions of the page; empty for
+    text that was not OCR'd. ``lines`` are the document's (the reader's ``ocr_lines``), ordered by offset."""
+    if not lines or chunk.start_char is None or chunk.end_char is None:
+        return {}
+    first = bisect_left(lines, chunk.start_char + 1, key=lambda line: line[1])  # the first line ending inside it
+    held = []
+    for start, end, *where in lines[first:]:
+        if start >= chunk.end_char:
+            break
+        held.append([max(start, chunk.start_char) - chunk.start_char, min(end, chunk.end_char) - chunk.start_char,
+                     *where])
+    return {"ocr_lines": held} if held else {}

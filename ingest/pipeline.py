@@ -28,10 +28,10 @@ import numpy as np
 from filelock import FileLock
 from sqlalchemy.orm import Session
 
-from ingest.chunking import Chunker, TextChunk, page_meta
+from ingest.chunking import Chunker, TextChunk, line_meta, page_meta
 from ingest.discover import content_hash, discover
 from ingest.moves import apply_moves, find_moves
-from ingest.readers import ReadCancelled, ReadError, Work, doc_type_for, read_document
+from ingest.readers import OcrOptions, ReadCancelled, ReadError, Work, doc_type_for, read_document
 from rag.models.embedder import Embedder
 from rag.settings import Settings
 from rag.store.schema import Collection, Document
@@ -231,14 +231,11 @@ class IngestPipeline:
             return FileOutcome(name, "unchanged", chunks=known.chunk_count)
         # One budget for parsing and chunking (RAG_PARSE_TIMEOUT_S): a file that takes longer fails alone.
         budget = Work(self.settings.max_file_bytes, self.settings.max_expanded_bytes, self.settings.parse_timeout_s,
-                      should_cancel, what="parsing and chunking")
+                      should_cancel, what="parsing and chunking", max_paragraphs=self.settings.max_paragraphs,
+                      ocr=OcrOptions.from_settings(self.settings))
         stage = "read the file"
         try:
-            parsed = read_document(
-                path, self.settings.max_file_bytes, max_expanded_bytes=self.settings.max_expanded_bytes,
-                timeout_s=self.settings.parse_timeout_s, should_cancel=should_cancel,
-                max_paragraphs=self.settings.max_paragraphs,
-            )
+            parsed = read_document(path, self.settings.max_file_bytes, work=budget)
             stage = "chunk the text"
             chunks = self.chunker.split(parsed.text, budget.check)
             if not chunks:
@@ -284,9 +281,10 @@ class IngestPipeline:
         def work(s: Session, changes: Changes) -> None:
             for item, vecs in embedded:
                 page_starts, page_names = item.meta.get("page_starts"), item.meta.get("sheet_names")
+                lines = item.meta.pop("ocr_lines", None)  # kept with the chunks they fall in, not the document
                 records = [
                     ChunkRecord(c.position, c.text, c.token_count, v, c.start_char, c.end_char,
-                                meta=page_meta(c, page_starts, page_names))
+                                meta=page_meta(c, page_starts, page_names) | line_meta(c, lines))
                     for c, v in zip(item.chunks, vecs)
                 ]
                 try:

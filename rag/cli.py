@@ -397,7 +397,8 @@ def docs(data_dir: DataDir = None, collection: Annotated[str | None, typer.Optio
             summary = f"[dim](extractive)[/] {summary}"
         if d.summary_state == "failed":
             summary = f"[red]failed[/]: {d.summary_error}"
-        table.add_row(str(d.id), d.collection, d.path, d.doc_type, str(d.chunks), status, summary)
+        doc_type = f"{d.doc_type} (OCR {d.ocr_pages}/{d.pages} p.)" if d.ocr_pages else d.doc_type
+        table.add_row(str(d.id), d.collection, d.path, doc_type, str(d.chunks), status, summary)
     console.print(table)
 
 

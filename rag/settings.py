@@ -147,6 +147,35 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="A file whose parsing and chunking take longer is skipped, so one hostile "
         "file cannot hold an ingestion job (and every job queued behind it) for hours.",
     )
+    ocr: Literal["auto", "off", "tesseract", "rapidocr"] = Field(
+        default="auto", description="OCR of PDF pages without a text layer and of image files (png, jpg, tiff, "
+        "webp). 'auto': Tesseract where Debian's tesseract-ocr is installed (about 5x less CPU per page), else "
+        "RapidOCR, whose models ship in its wheel; 'off': scanned pages stay unread and images are failed "
+        "(docs/ingestion.md).",
+    )
+    ocr_lang: str = Field(
+        default="eng", pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$", description="Tesseract's languages, e.g. 'eng+deu' "
+        "(each needs its tesseract-ocr-LANG package). RapidOCR's one model reads English, about 45 other Latin-script languages, Chinese and Japanese as it is.",
+    )
+    ocr_max_pages: int = Field(
+        default=500, ge=1, description="A file with more pages to OCR is failed before any is read: at 1-5 s a "
+        "page, 500 pages hold a worker for up to 40 minutes.",
+    )
+    ocr_page_timeout_s: float = Field(
+        default=60.0, gt=0, description="A page whose OCR takes longer fails its file. OCR time does not count "
+        "against RAG_PARSE_TIMEOUT_S: each page has this budget instead, and a file at most RAG_OCR_MAX_PAGES pages.",
+    )
+    ocr_dpi: int = Field(
+        default=200, ge=72, le=600, description="Resolution scanned PDF pages are rendered at for OCR.",
+    )
+    ocr_max_megapixels: float = Field(
+        default=50.0, gt=0, description="An image (or one frame of a TIFF) larger than this is failed before it is "
+        "decoded; a PDF page is rendered at a lower resolution to fit. A4 at 600 dpi is 35 MP.",
+    )
+    ocr_batch_pages: int = Field(
+        default=4, ge=1, le=64, description="Pages rendered and recognised together (Tesseract runs one process per "
+        "page of a batch, up to the CPU count); bounds the memory of rendered pages.",
+    )
     summarize: bool = Field(
         default=True, description="Summarise every new or changed document in the background after its chunks are "
         "searchable (RAG_SUMMARIZE=off turns it off). Summaries are indexed and route whole-document questions.",

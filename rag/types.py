@@ -184,6 +184,9 @@ class DocumentInfo:
     summary_model: str | None
     summary_error: str | None  # why the last summary attempt failed (state 'failed') or was not kept ('rejected')
     updated_at: str
+    pages: int | None = None  # PDF pages, image frames, slides, sheets (None for a document without pages)
+    ocr_pages: int = 0  # pages whose text was read by OCR (scans in a PDF, every frame of an image)
+    ocr_engine: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

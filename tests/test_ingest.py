@@ -136,6 +136,7 @@ def test_bad_inputs_are_reported_and_lose_nothing(make_rag, tmp_path: Path) -> N
             "cr\xe8me fra\xeeche and p\xe2te bris\xe9e, served \xe0 la carte.".encode("cp1252"),
             "broken.pdf": b"%PDF-1.4\n1 0 obj<<>>\nthis is not really a pdf",
             "image.png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 100,
+            "sound.mp3": b"ID3\x04\x00" + b"\x00" * 100,
         },
     )
     huge = docs / "huge.txt"
@@ -149,14 +150,15 @@ def test_bad_inputs_are_reported_and_lose_nothing(make_rag, tmp_path: Path) -> N
     assert by_name["empty.md"].status == "failed" and "empty" in by_name["empty.md"].error
     assert by_name["broken.pdf"].status == "failed" and by_name["broken.pdf"].error
     assert by_name["huge.txt"].status == "skipped" and "MB" in by_name["huge.txt"].error
-    assert by_name["image.png"].status == "skipped" and "unsupported" in by_name["image.png"].error
+    assert by_name["image.png"].status == "failed" and "not a readable image" in by_name["image.png"].error
+    assert by_name["sound.mp3"].status == "skipped" and "unsupported" in by_name["sound.mp3"].error
     assert by_name["does-not-exist"].status == "failed" and "no such file" in by_name["does-not-exist"].error
     assert by_name["latin1.txt"].status == "added"
     assert report.added == 4  # the three garden files + latin1
     hit = rag.retrieve("crème fraîche pâte brisée", top_k=1)[0]
     assert hit.document.endswith("latin1.txt") and "crème fraîche" in hit.text
     failed = {Path(d.path).name: d for d in rag.documents() if d.status == "failed"}
-    assert {"binary.txt", "empty.md", "broken.pdf"} <= set(failed)
+    assert {"binary.txt", "empty.md", "broken.pdf", "image.png"} <= set(failed)
     assert_consistent(rag)
 
 

@@ -140,7 +140,8 @@ def test_over_the_limit_is_refused_from_stat(tmp_path: Path, monkeypatch: pytest
 
 
 def test_unsupported_and_missing(tmp_path: Path) -> None:
-    assert doc_type_for("photo.JPG") is None and doc_type_for("Makefile") is None
+    assert doc_type_for("sound.MP3") is None and doc_type_for("Makefile") is None
+    assert doc_type_for("photo.JPG") == "image"  # read by OCR (tests/test_ocr.py)
     assert doc_type_for("Notes.MD") == "md" and doc_type_for(Path("x/y.htm")) == "html"
     assert {".txt", ".md", ".html", ".pdf", ".docx", ".json", ".csv"} <= SUPPORTED_SUFFIXES
     assert all(s == s.lower() and s.startswith(".") for s in SUPPORTED_SUFFIXES)
@@ -457,12 +458,13 @@ def test_mixed_docs_mostly_parse() -> None:
 
 @needs_mixed
 @pytest.mark.parametrize(
-    "name", ["private_gpt__tests_components_readers_files_file_scanned.pdf",
-             "haystack__test_test_files_pdf_non_text_searchable.pdf"],
+    "name,expected", [("private_gpt__tests_components_readers_files_file_scanned.pdf", "facsimile transmission"),
+                      ("haystack__test_test_files_pdf_non_text_searchable.pdf", "non-text-searchable PDF")],
 )  # fmt: skip
-def test_mixed_scanned_pdfs_have_no_text(name: str) -> None:
-    with pytest.raises(ReadError, match="no extractable text"):
-        read_document(mixed(name), LIMIT)
+def test_mixed_scanned_pdfs_are_read_by_ocr(name: str, expected: str) -> None:
+    """The two scans have no text layer: OCR reads them (tests/test_ocr.py for the rest)."""
+    doc = read_document(mixed(name), LIMIT)
+    assert expected in doc.text and doc.metadata["ocr_pages"] == doc.metadata["pages"] == 1
 
 
 @needs_mixed

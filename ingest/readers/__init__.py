@@ -10,13 +10,15 @@ slides), so one hostile file costs at most ``timeout_s`` and a cancel is seen wi
 Text is normalised the same way for every type (see :func:`normalise_text`) so chunk offsets, hashes and BM25
 tokens do not depend on which parser produced them.
 
-One module per format family (``text``, ``html``, ``pdf``, ``office``, ``epub``, ``eml``, ``rtf``) behind the table
-in ``registry``; ``document.read_document`` is the one entry, ``base`` what they all share.
+One module per format family (``text``, ``html``, ``pdf``, ``office``, ``epub``, ``eml``, ``rtf``, ``image``) behind
+the table in ``registry``; ``document.read_document`` is the one entry, ``base`` what they all share. Scanned PDF
+pages and images go through ``ocr`` (the stage) and ``ocr_engines`` (Tesseract or RapidOCR).
 """
 
 from ingest.readers.base import (
     DEFAULT_MAX_EXPANDED_BYTES,
     DEFAULT_TIMEOUT_S,
+    OcrOptions,
     ParsedDocument,
     ReadCancelled,
     ReadError,
@@ -32,6 +34,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "PARSERS",
     "SUPPORTED_SUFFIXES",
+    "OcrOptions",
     "ParsedDocument",
     "ReadCancelled",
     "ReadError",

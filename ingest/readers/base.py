@@ -34,14 +34,36 @@ DEFAULT_TIMEOUT_S: float = Settings.model_fields["parse_timeout_s"].default
 DEFAULT_MAX_PARAGRAPHS: int = Settings.model_fields["max_paragraphs"].default
 
 
+@dataclass(frozen=True)
+class OcrOptions:
+    """The RAG_OCR* settings a reader needs to OCR pages without a text layer (see ``ingest.readers.ocr``)."""
+
+    mode: str  # auto | off | tesseract | rapidocr
+    lang: str
+    max_pages: int
+    page_timeout_s: float
+    dpi: int
+    max_pixels: int
+    batch_pages: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OcrOptions:
+        return cls(settings.ocr, settings.ocr_lang, settings.ocr_max_pages, settings.ocr_page_timeout_s,
+                   settings.ocr_dpi, int(settings.ocr_max_megapixels * 1_000_000), settings.ocr_batch_pages)
+
+
+DEFAULT_OCR = OcrOptions.from_settings(Settings.model_construct())  # the defaults, not the environment
+
+
 class Work:
     """The budget of one parse: the size limits, a deadline and the cancel callback. Parsers call :meth:`check`
     between units of work; it costs a clock read, so they may call it per paragraph."""
 
     def __init__(self, max_bytes: int, max_expanded_bytes: int, timeout_s: float,
                  should_cancel: Callable[[], bool] | None, what: str = "parsing",
-                 max_paragraphs: int = DEFAULT_MAX_PARAGRAPHS) -> None:
+                 max_paragraphs: int = DEFAULT_MAX_PARAGRAPHS, ocr: OcrOptions = DEFAULT_OCR) -> None:
         self.what = what  # named in the timeout's reason
+        self.ocr = ocr
         self.max_bytes = max_bytes  # on disk, and the most characters of text a document may have
         self.max_paragraphs = max_paragraphs
         self.max_expanded_bytes = max_expanded_bytes
@@ -54,6 +76,11 @@ class Work:
             raise ReadCancelled("cancelled while parsing")
         if time.monotonic() > self.deadline:
             raise ReadError(f"{self.what} took longer than {self.timeout_s:g} s (RAG_PARSE_TIMEOUT_S), so the file is skipped")
+
+    def exclude(self, seconds: float) -> None:
+        """Move the deadline by time spent on OCR: a scan's pages are bounded by their own limits (RAG_OCR_MAX_PAGES
+        pages of RAG_OCR_PAGE_TIMEOUT_S each), so a 100-page scan is not failed by the parse budget of a text file."""
+        self.deadline += seconds
 
 
 @dataclass

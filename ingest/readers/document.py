@@ -32,9 +32,11 @@ def read_document(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     should_cancel: Callable[[], bool] | None = None,
     max_paragraphs: int = DEFAULT_MAX_PARAGRAPHS,
+    work: Work | None = None,
 ) -> ParsedDocument:
     """Parse one file within ``max_bytes`` on disk (and as many characters of text), ``max_expanded_bytes``
-    unzipped, ``max_paragraphs`` (docx) and ``timeout_s`` of parsing.
+    unzipped, ``max_paragraphs`` (docx) and ``timeout_s`` of parsing; or within ``work``, a budget the caller
+    shares with its next steps (the pipeline's chunking) and that carries the OCR settings, when given.
 
     Raises ReadError, or ReadCancelled when ``should_cancel`` returns True (never anything else but
     KeyboardInterrupt/SystemExit/MemoryError).
@@ -43,7 +45,8 @@ def read_document(
     doc_type = doc_type_for(path)
     if doc_type is None:
         raise ReadError(f"unsupported file type {path.suffix or '(no suffix)'!r}")
-    work = Work(max_bytes, max_expanded_bytes, timeout_s, should_cancel, max_paragraphs=max_paragraphs)
+    if work is None:
+        work = Work(max_bytes, max_expanded_bytes, timeout_s, should_cancel, max_paragraphs=max_paragraphs)
     try:
         data = read_bounded(path, max_bytes)
         with _warnings_to_debug():

@@ -15,6 +15,7 @@ from ingest.readers.base import Parser
 from ingest.readers.eml import parse_eml
 from ingest.readers.epub import parse_epub
 from ingest.readers.html import parse_html
+from ingest.readers.image import parse_image
 from ingest.readers.office import parse_docx, parse_odt, parse_pptx, parse_xlsx
 from ingest.readers.pdf import parse_pdf
 from ingest.readers.rtf import parse_rtf
@@ -47,6 +48,7 @@ FORMATS: tuple[Format, ...] = (
     Format("pptx", (".pptx",), parse_pptx, needs="pptx"),
     Format("xlsx", (".xlsx",), parse_xlsx, needs="openpyxl"),
     Format("rtf", (".rtf",), parse_rtf, needs="striprtf"),
+    Format("image", (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"), parse_image),  # read by OCR
 )
 
 PARSERS: dict[str, Parser] = {fmt.doc_type: fmt.parse for fmt in FORMATS}

@@ -367,6 +367,9 @@ class Store(RunRecords, SummaryRecords, KeyRecords, AuditRecords):
                     summary_model=d.summary_model,
                     summary_error=d.summary_error,
                     updated_at=d.updated_at.isoformat() if d.updated_at else "",
+                    pages=(d.meta or {}).get("pages"),
+                    ocr_pages=(d.meta or {}).get("ocr_pages", 0),
+                    ocr_engine=(d.meta or {}).get("ocr_engine"),
                 )
                 for d, name in s.execute(q).all()
             ]

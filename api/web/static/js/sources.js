@@ -55,7 +55,7 @@ export async function openPassage(source, answer, question) {
   if (!dialog.open) dialog.showModal();
   try {
     const stored = await api.get(`/v1/chunks/${source.chunk_id}`);
-    const meta = [stored.title, stored.sheet ? `sheet ${stored.sheet}` : stored.page ? `page ${stored.page}` : "", `passage ${stored.position + 1}`];
+    const meta = [stored.title, stored.sheet ? `sheet ${stored.sheet}` : stored.page ? `page ${stored.page}${stored.ocr ? " (OCR)" : ""}` : "", `passage ${stored.position + 1}`];
     if (stored.kind === "summary") meta[2] = "summary of the document";
     $("passage-meta").textContent = meta.filter(Boolean).join(" · ");
   } catch (error) {
