@@ -343,13 +343,14 @@ class Settings(BaseSettings):
         "support a sentence for a citation that clears citation_min_support to move to it.",
     )
     min_confidence: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="Calibrated confidence (0..1) the model's verified answer needs to "
+        default=0.55, ge=0.0, le=1.0, description="Calibrated confidence (0..1) the model's verified answer needs to "
         "be shown as an answer; below it the documents' best sentences are quoted, or the service abstains "
         "(rag/synthesis/decision.py). Needs RAG_VERIFY_CITATIONS.",
     )
     extractive_min_support: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="Support score (0..1) for the question the best sentence of the "
-        "passages needs to be quoted as an extractive answer; below it the service abstains with the closest passages.",
+        default=0.45, ge=0.0, le=1.0, description="Support score (0..1) for the question the best sentence of the "
+        "passages needs to be quoted as an extractive answer; below it the service abstains with the closest passages. "
+        "Both bars were chosen by bench/calibrate.py (docs/querying.md).",
     )
     extractive_quotes: int = Field(
         default=2, ge=1, le=5, description="Sentences an extractive answer quotes at most.",

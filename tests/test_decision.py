@@ -18,19 +18,20 @@ from rag.synthesis.passage_order import KeySentence
 from rag.types import Answer, Hit, SentenceCheck
 from tests.conftest import PASSAGES, make_hits, write_files
 
-STRONG = Signals(retrieval=0.7, question_support=0.8, groundedness=1.0, claim_support=0.8, token_logprob=-0.2,
-                 abstention_unlikely=4.0)
-WEAK = Signals(retrieval=0.35, question_support=0.3, groundedness=0.0, claim_support=0.2, token_logprob=-2.5,
-               abstention_unlikely=0.3)
+STRONG = Signals(retrieval=0.7, question_support=0.8, answer_in_best_sentence=1.0, groundedness=1.0,
+                 claim_support=0.8, token_logprob=-0.2, abstention_unlikely=4.0)
+WEAK = Signals(retrieval=0.35, question_support=0.3, answer_in_best_sentence=0.0, groundedness=0.0,
+               claim_support=0.2, token_logprob=-2.5, abstention_unlikely=0.3)
 
 
 def test_confidence_is_monotone_in_every_signal() -> None:
     for calibration in (WITH_LOGPROBS, WITHOUT_LOGPROBS):
         assert all(w > 0 for w in calibration.weights.values()), "a signal that lowers confidence as it grows"
-    for name in ("retrieval", "question_support", "groundedness", "claim_support", "token_logprob",
-                 "abstention_unlikely"):
+    for name in WITH_LOGPROBS.weights:  # every signal the fitted combination reads raises it
         more = dataclasses.replace(WEAK, **{name: getattr(STRONG, name)})
         assert confidence(more) > confidence(WEAK), name
+    for name in set(Signals.__dataclass_fields__) - set(WITH_LOGPROBS.weights):  # and none lowers it
+        assert confidence(dataclasses.replace(WEAK, **{name: getattr(STRONG, name)})) >= confidence(WEAK), name
     assert 0.0 <= confidence(WEAK) < confidence(STRONG) <= 1.0
     assert confidence(dataclasses.replace(STRONG, token_logprob=None, abstention_unlikely=None)) > confidence(
         dataclasses.replace(WEAK, token_logprob=None, abstention_unlikely=None))
@@ -54,6 +55,7 @@ def test_decide_keeps_a_supported_confident_answer(small_settings: Settings) -> 
                     small_settings.model_copy(update={"min_confidence": 0.0}))
     assert answer.kind == "generated" and answer.text == "Normandy is in France [1]."
     assert 0 < answer.confidence <= 1 and answer.signals["question_support"] == 0.71
+    assert answer.signals["answer_in_best_sentence"] == 1.0  # "Normandy", "France" meet "Norman", "Francia" (5 letters)
 
 
 def test_decide_quotes_the_documents_instead_of_an_unsupported_answer(small_settings: Settings) -> None:

@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rag.synthesis.abstention import ABSTAIN_MESSAGE
+from rag.synthesis.citations import strip_citations
 from rag.synthesis.confidence import Signals, confidence
 from rag.synthesis.passage_order import KeySentence
 from rag.synthesis.prompts import KEY_SENTENCE_MAX_CHARS
 from rag.synthesis.verify import passage_span
+from rag.synthesis.words import content_words
 from rag.types import Answer, Hit, SentenceCheck, Source
 
 if TYPE_CHECKING:
@@ -33,14 +35,22 @@ RELATED_READING = 3
 """Closest passages listed with an abstention that follows generation."""
 
 
+def answer_in_sentence(answer: str, question: str, sentence: str) -> float:
+    """The share of what the answer adds to the question (its content words that are not the question's) that the
+    sentence says too: 1 when the model answered from that sentence, 0 when it wrote nothing of it."""
+    added = content_words(strip_citations(answer)) - content_words(question)
+    return len(added & content_words(sentence)) / len(added) if added else 0.0
+
+
 def signals_of(answer: Answer, hits: Sequence[Hit], quotes: Sequence[KeySentence],
                token_logprobs: Sequence[float], abstention_logprob: float | None = None) -> Signals:
-    """The evidence behind ``answer`` (see :mod:`rag.synthesis.confidence`)."""
+    """The evidence behind ``answer`` (see :mod:`rag.synthesis.confidence`); ``quotes`` best first."""
     dense = [h.dense_score for h in hits if h.dense_score is not None]
     checked = [s.score for s in answer.sentences]
     return Signals(
         retrieval=max(0.0, max(dense, default=0.0)),
         question_support=max((q.score for q in quotes), default=0.0),
+        answer_in_best_sentence=answer_in_sentence(answer.text, answer.question, quotes[0].text) if quotes else 0.0,
         groundedness=answer.groundedness or 0.0,
         claim_support=min(checked, default=0.0),
         token_logprob=sum(token_logprobs) / len(token_logprobs) if token_logprobs else None,
