@@ -80,6 +80,7 @@ COMBINE_TEMPLATE = (
 )
 
 NAMES_IN_PROMPT = 3
+MIN_NAME_CHARS = 4
 """Distinctive names (extractive key terms) the LLM summary prompt asks the model to use."""
 CENTRE_SAMPLE = 2000
 """Chunks sampled for what the collection's documents share (extractive summaries)."""
@@ -348,10 +349,12 @@ class Summarizer:
         return extractive_summary(source.title, source.texts, vectors, self.embedder, self.words, sample)
 
     def unsupported(self, summary: str, read: Sequence[str], names: Sequence[str]) -> str | None:
-        """Why an LLM ``summary`` of the text ``read`` is not kept (None: it is): a sentence the text does not
-        support, or the document's most distinctive name (``names[0]``) missing."""
-        if names and names[0].lower() not in summary.lower():
-            return f"it does not name {names[0]}"
+        """Why an LLM ``summary`` of the text ``read`` is not kept (None: it is): the document's most distinctive name
+        (the first of ``names`` of at least :data:`MIN_NAME_CHARS` letters) missing, or a sentence the text does not
+        support."""
+        named = [n for n in names if len(n) >= MIN_NAME_CHARS]  # "Old" (of "Old Norse") is no name to require
+        if named and named[0].lower() not in summary.lower():
+            return f"it does not name {named[0]}"
         candidates = [c for segment in read for c in text_sentences(segment)]
         claims = unsupported_claims(summary, candidates, self.embedder, self.settings.citation_min_support)
         if claims:

@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 
 PREFILL_BATCH = 128
 """Prompt tokens per llama_decode call: the most an answer waits behind a background prefill. Answers use it too:
-512 was no faster here (90 vs 88 tok/s, one thread, a 900-token prompt, 4 interleaved runs), and one batch size
-gives an answer and a background call of the same prompt the same numerics, hence the same greedy text."""
+512 was hardly faster here (a 900-token prompt: 90 vs 88 tok/s on one thread of a busy machine, 228 vs 214 tok/s
+on two quiet threads, medians of 3-4 interleaved runs), and one batch size gives an answer and a background call
+of the same prompt the same numerics, hence the same greedy text."""
 MIN_CONTEXT = 4096
 """Tokens per sequence a context is created with at least; it grows (recreated) when a request needs more."""
 
