@@ -68,16 +68,18 @@ def test_default_settings_summarize_in_the_background(
     assert engine.wait_for_summaries(timeout=120).get("pending", 0) == 0
     assert set(_states(engine).values()) <= {"extractive", "done"}
 
-    # The LLM then replaces each extractive summary, in the background; each is indexed like a chunk.
-    _wait(lambda: set(_states(engine).values()) == {"done"}, 300, "the LLM summaries")
-    assert {d.summary_model for d in engine.documents()} == {SMALL_LLM}
+    # The LLM then replaces each extractive summary, in the background, or is checked and not kept (the 135M model's
+    # often are not: "rejected", the extractive one stays); each summary is indexed like a chunk.
+    _wait(lambda: set(_states(engine).values()) <= {"done", "rejected"}, 300, "the LLM summaries")
+    for d in engine.documents():
+        assert d.summary_model == (SMALL_LLM if d.summary_state == "done" else f"extractive:{engine.embedder.name}")
     coll = engine.store.collection("default")
     with engine.store.session() as s:
         sql_ids = set(s.scalars(select(Chunk.id).where(Chunk.collection_id == coll.id)))
         assert len(list(s.scalars(select(Chunk.id).where(Chunk.kind == "summary")))) == 3
     assert set(engine.store.index(coll).ids().tolist()) == sql_ids
     job_like = engine.store.summary_states("default")
-    assert job_like == {"default": {"done": 3}}
+    assert sum(job_like["default"].values()) == 3 and set(job_like["default"]) <= {"done", "rejected"}
 
 
 def test_summarize_off_writes_none(monkeypatch: pytest.MonkeyPatch, make_rag: Callable[..., RAG], tmp_path: Path) -> None:
@@ -95,7 +97,9 @@ def test_a_pass_killed_midway_resumes_in_the_next_process(make_rag: Callable[...
     docs = tmp_path / "docs"
     write_files(docs, {**SHORT_DOCS, **MORE_DOCS})
     data = tmp_path / "data"
-    settings = {"llm_model": SMALL_LLM, "summary_method": "llm", "summary_max_new_tokens": 48}
+    # The pass is what is tested here, not the summary check: every LLM summary is kept.
+    settings = {"llm_model": SMALL_LLM, "summary_method": "llm", "summary_max_new_tokens": 48,
+                "verify_summaries": False}
     script = textwrap.dedent(f"""
         import torch
         torch.set_num_threads(1)
@@ -232,7 +236,7 @@ def test_summaries_go_to_a_server_several_at_once(
     with ApiServer(tmp_path / "server-data", env) as server:
         engine = make_rag(
             tmp_path / "data", llm_backend="openai", llm_base_url=f"{server.url}/v1", llm_model=SMALL_LLM,
-            summarize=True, summary_max_new_tokens=16,
+            summarize=True, summary_max_new_tokens=16, verify_summaries=False,  # the requests are tested here
         )
         assert engine.summaries.plan.methods == ("llm",) and engine.summaries.plan.concurrency == 8
         engine.ingest(docs)
