@@ -48,8 +48,8 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     computed here the way the service computes it, from what the run recorded."""
     rows = [r for r in json.loads(path.read_text())["rows"] if r.get("signals") and r.get("generated") is not None]
     for r in rows:
-        if "answer_in_best_sentence" not in r["signals"]:
-            best = r["quotes"][0][0] if r["quotes"] else ""
+        if "answer_in_best_sentence" not in r["signals"]:  # as rag/synthesis/decision.py signals_of reads it
+            best = next((text for text, _ in r["quotes"] if quotable(text)), "")
             r["signals"]["answer_in_best_sentence"] = answer_in_sentence(r["generated"], r["question"], best) \
                 if best else 0.0
     return rows

@@ -338,8 +338,8 @@ def _answer(rag: RAG, messages: list[dict[str, str]], top_k: int, collection: st
 
 
 _VERDICT = {
-    "extractive": "not confident in that answer; the documents say instead",
-    "abstained": "not confident in that answer; no answer in the documents",
+    "extractive": "the model's answer was not confident enough to show; quoted from the documents instead",
+    "abstained": "the model's answer was not confident enough to show; no answer in the documents",
 }
 
 
@@ -351,7 +351,7 @@ def _show_answer(answer: Answer, printed: str | None) -> None:
     else:
         console.print()
         if answer.kind != "generated" and printed.strip() != answer.text:  # the verdict replaced the model's text
-            console.print(f"[yellow]{_VERDICT[answer.kind]}:[/] {escape(answer.text)}", soft_wrap=True)
+            console.print(f"[yellow]{_VERDICT[answer.kind]}:[/]\n{escape(answer.text)}", soft_wrap=True)
         elif printed.strip() != answer.text:
             console.print(f"[dim]citations checked:[/] {escape(answer.text)}", soft_wrap=True)
     if answer.confidence is not None:

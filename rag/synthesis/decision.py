@@ -47,10 +47,11 @@ def signals_of(answer: Answer, hits: Sequence[Hit], quotes: Sequence[KeySentence
     """The evidence behind ``answer`` (see :mod:`rag.synthesis.confidence`); ``quotes`` best first."""
     dense = [h.dense_score for h in hits if h.dense_score is not None]
     checked = [s.score for s in answer.sentences]
+    best = next((q for q in quotes if quotable(q.text)), None)  # a heading or a question answers nothing
     return Signals(
         retrieval=max(0.0, max(dense, default=0.0)),
         question_support=max((q.score for q in quotes), default=0.0),
-        answer_in_best_sentence=answer_in_sentence(answer.text, answer.question, quotes[0].text) if quotes else 0.0,
+        answer_in_best_sentence=answer_in_sentence(answer.text, answer.question, best.text) if best else 0.0,
         groundedness=answer.groundedness or 0.0,
         claim_support=min(checked, default=0.0),
         token_logprob=sum(token_logprobs) / len(token_logprobs) if token_logprobs else None,
