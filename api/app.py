@@ -29,7 +29,6 @@ from api import errors, web
 from api.access import authorize, check_rules
 from api.admin import router as admin_router
 from api.concurrency import RetrievalLimit, gate_for
-from api.jobs import JobManager
 from api.limits import KeyLimits
 from api.metrics import Metrics, MetricsMiddleware
 from api.openai_compat import router as openai_router
@@ -40,6 +39,7 @@ from api.security import BodyLimitMiddleware, NoSniffMiddleware, check_auth
 from api.text_input import LoneSurrogateMiddleware
 from api.tokenize import router as tokenize_router
 from rag.engine import RAG
+from rag.jobs import JobManager
 from rag.settings import Settings
 
 log = logging.getLogger(__name__)

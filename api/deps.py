@@ -9,9 +9,9 @@ from fastapi import Request
 from api.errors import APIError
 
 if TYPE_CHECKING:
-    from api.jobs import JobManager
     from api.metrics import Metrics
     from rag.engine import RAG
+    from rag.jobs import JobManager
     from rag.settings import Settings
 
 

@@ -1,7 +1,7 @@
 """Every error leaves the API as ``{"error": {"message", "type"}}`` with a meaningful status, never a traceback.
 
 Engine exceptions are translated here, in one place, so endpoints can simply call the engine and let its
-exceptions propagate: a missing document (``KeyError``) is a 404, a bad argument (``ValueError``, which includes
+exceptions propagate: a missing document or job (``KeyError``) is a 404, a finished job cancelled a 409, a bad argument (``ValueError``, which includes
 budget and context-window errors) a 400, an unreachable LLM server a 503. Anything unexpected is logged with its
 traceback server-side and answered with a generic 500.
 """
@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.store.store import StoreError
+from rag.types import JobFinished, ShuttingDown
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,10 @@ def translate(exc: BaseException) -> APIError | None:
         return exc
     if isinstance(exc, KeyError):
         return APIError(404, str(exc.args[0]) if exc.args else "not found")
+    if isinstance(exc, JobFinished):
+        return APIError(409, str(exc))
+    if isinstance(exc, ShuttingDown):
+        return APIError(503, str(exc))
     if isinstance(exc, StoreError):
         # StoreError carries no code: an unknown collection is a 404, a model mismatch and the like a conflict.
         message = str(exc)
@@ -124,5 +129,5 @@ def install(app: FastAPI) -> None:
         return error_response(500, "internal server error; the server log has the details")
 
     # Specific classes are handled inside the app (no re-raise); ``Exception`` is the outermost safety net.
-    for cls in (KeyError, ValueError, StoreError, RuntimeError, OSError, Exception):
+    for cls in (KeyError, ValueError, StoreError, JobFinished, ShuttingDown, RuntimeError, OSError, Exception):
         app.add_exception_handler(cls, _engine_error)

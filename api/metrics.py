@@ -36,6 +36,16 @@ class Metrics:
         )
         self.prompt_tokens = Counter("rag_prompt_tokens", "Prompt tokens sent to the LLM", ["endpoint"], registry=r)
 
+    # rag.jobs.JobCounters: what the ingestion job executor reports
+    def job_running(self, delta: int) -> None:
+        self.jobs_running.inc(delta)
+
+    def job_finished(self, state: str) -> None:
+        self.jobs.labels(state).inc()
+
+    def file_done(self, status: str) -> None:
+        self.files.labels(status).inc()
+
     def add_usage(self, endpoint: str, prompt_tokens: int, completion_tokens: int) -> None:
         self.prompt_tokens.labels(endpoint).inc(max(0, prompt_tokens))
         self.tokens_generated.labels(endpoint).inc(max(0, completion_tokens))

@@ -27,7 +27,6 @@ from api.access import Access, authorize
 from api.concurrency import LLMGate
 from api.deps import get_jobs, get_metrics, get_rag, get_settings
 from api.errors import APIError, stream_error_body
-from api.jobs import JobManager
 from api.metrics import Metrics
 from api.security import resolve_allowed
 from api.sse import sse
@@ -35,8 +34,9 @@ from api.streaming import BlockingStream, GatedStreamingResponse
 from api.uploads import distinct_names, refusal, save_upload, upload_name
 from ingest.uploads import discard_upload, upload_dir
 from rag.engine import RAG
+from rag.jobs import JobManager
 from rag.settings import Settings
-from rag.types import Answer
+from rag.types import Answer, JobInfo
 
 log = logging.getLogger(__name__)
 
@@ -186,12 +186,12 @@ def list_jobs(jobs: Jobs, access: AccessDep, limit: Annotated[int, Query(ge=1, l
     return {"jobs": jobs.list_jobs(limit, access.visible)}
 
 
-@router.get("/jobs/{job_id}", response_model=S.Job, responses=S.error_responses(401, 404))
+@router.get("/jobs/{job_id}", response_model=JobInfo, responses=S.error_responses(401, 404))
 def get_job(job_id: JobId, jobs: Jobs) -> dict[str, Any]:
     return jobs.get(job_id)
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=S.Job, responses=S.error_responses(401, 404, 409))
+@router.post("/jobs/{job_id}/cancel", response_model=JobInfo, responses=S.error_responses(401, 404, 409))
 async def cancel_job(job_id: JobId, jobs: Jobs, request: Request, access: AccessDep) -> dict[str, Any]:
     """A queued job is cancelled at once; a running one stops after the file in hand (state ``cancelling``,
     then ``cancelled``). A finished job answers 409."""

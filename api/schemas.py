@@ -2,7 +2,7 @@
 
 Bounds (lengths, ranges, patterns) are part of the contract rather than defensive afterthoughts: they turn
 nonsense into a 422 before any engine work, and they let a schema-driven fuzzer explore the API meaningfully.
-Responses that carry the engine's result types (``rag.types``: Source, Usage, Hit, DocumentInfo) use those
+Responses that carry the engine's result types (``rag.types``: Source, Usage, Hit, DocumentInfo, JobInfo) use those
 dataclasses directly, so the API schema cannot drift from what the engine returns.
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag.types import AnswerKind, DocumentInfo, Hit, SentenceCheck, Source, SynthesisMode, Usage
+from rag.types import AnswerKind, DocumentInfo, Hit, JobInfo, JobState, SentenceCheck, Source, SynthesisMode, Usage
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 """Collection names double as folder names for uploads, so they are restricted to a safe alphabet."""
@@ -36,7 +36,6 @@ def CollectionRef() -> Any:
 
 
 RetrievalMode = Literal["hybrid", "dense", "lexical"]
-JobState = Literal["queued", "running", "cancelling", "done", "failed", "cancelled", "interrupted"]
 
 
 class _Strict(BaseModel):
@@ -68,32 +67,8 @@ class JobAccepted(BaseModel):
     )
 
 
-class Job(BaseModel):
-    """An ingestion job as persisted in SQL: a restart (or another replica) shows the same."""
-
-    job_id: str
-    state: JobState
-    collection: str
-    paths: list[str]
-    total: int = Field(description="Files found so far (0 until discovery is done).")
-    processed: int
-    counts: dict[str, int] = Field(description="added / updated / unchanged / moved / removed / failed / skipped "
-                                   "(and summaries_pending) when done.")
-    errors: list[FileError]
-    message: str | None = None
-    created_at: str | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-    executor: str = Field(default="thread", description="'thread' (this service) or 'queue' (rag worker tasks).")
-    bytes: int = Field(default=0, description="Bytes of the files ingested so far (queued jobs).")
-    summaries: dict[str, int] = Field(
-        default_factory=dict, description="The job's documents per summary state: pending (none yet), extractive, "
-        "done (LLM), failed. Summaries are written in the background after the documents are searchable.",
-    )
-
-
 class JobList(BaseModel):
-    jobs: list[Job]
+    jobs: list[JobInfo]
 
 
 # --- query + retrieve -----------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from rag.models.llm import LLM
 from rag.settings import Settings
 from rag.store.schema import utcnow
 from rag.store.store import Store
-from rag.types import RUN_LIVE, FileOutcome
+from rag.types import JOB_LIVE, FileOutcome
 
 if TYPE_CHECKING:
     from rag.engine import RAG
@@ -328,7 +328,7 @@ def _finish_if_complete(store: Store, job_id: str) -> None:
     counts, failures, _, _ = store.item_summary(job_id)
     state = "cancelled" if run.state in ("cancelling", "cancelled") else "done"
     store.transition_run(
-        job_id, RUN_LIVE, state=state, counts=counts, errors=failures,
+        job_id, JOB_LIVE, state=state, counts=counts, errors=failures,
         processed=run.total or 0, finished_at=utcnow(), message=None,
     )
 

@@ -10,7 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 
 class SynthesisMode(StrEnum):
@@ -26,13 +28,13 @@ class SynthesisMode(StrEnum):
 
 # --- ingestion jobs -------------------------------------------------------------------------------------------
 
-RunState = Literal["queued", "running", "cancelling", "done", "failed", "cancelled", "interrupted"]
+JobState = Literal["queued", "running", "cancelling", "done", "failed", "cancelled", "interrupted"]
 """An ingestion job's state as SQL stores it and every face shows it."""
-RUN_LIVE: tuple[RunState, ...] = ("queued", "running", "cancelling")
+JOB_LIVE: tuple[JobState, ...] = ("queued", "running", "cancelling")
 """Not finished yet: its owner still beats a heartbeat into it, and a sweep may mark it interrupted."""
-RUN_STARTED: tuple[RunState, ...] = ("running", "cancelling")
+JOB_STARTED: tuple[JobState, ...] = ("running", "cancelling")
 """Picked up by a worker: the states a started job ends from (a cancel may arrive while it runs)."""
-RUN_FINISHED: tuple[RunState, ...] = ("done", "failed", "cancelled", "interrupted")
+JOB_FINISHED: tuple[JobState, ...] = ("done", "failed", "cancelled", "interrupted")
 """Final: nothing changes a finished job, and cancelling one is refused."""
 
 ProgressFn = Callable[[int, int, str], None]
@@ -41,6 +43,14 @@ ProgressFn = Callable[[int, int, str], None]
 
 class Cancelled(Exception):
     """Raised inside a run when its ``should_cancel`` callback says so."""
+
+
+class JobFinished(Exception):
+    """Cancelling a job that has already finished (the API answers 409)."""
+
+
+class ShuttingDown(Exception):
+    """A job submitted while the service is stopping (the API answers 503)."""
 
 
 def utcnow() -> datetime:
@@ -321,23 +331,29 @@ class Answer:
 
 @dataclass
 class JobInfo:
-    """An ingestion job as every face shows it (``rag jobs``, ``GET /v1/jobs/{id}``)."""
+    """An ingestion job as every face shows it (``rag jobs``, ``GET /v1/jobs/{id}``: the API's response schema is
+    this class, so the descriptions below are the OpenAPI ones), as persisted in SQL: a restart or another replica
+    shows the same."""
 
     job_id: str
-    state: str
+    state: JobState
     collection: str
     paths: list[str]
-    total: int
+    total: Annotated[int, Field(description="Files found so far (0 until discovery is done).")]
     processed: int
-    counts: dict[str, int]
-    errors: list[dict[str, str]]
+    counts: Annotated[dict[str, int], Field(
+        description="added / updated / unchanged / moved / removed / failed / skipped (and summaries_pending) when done.")]
+    errors: Annotated[list[dict[str, str | None]], Field(description="Files failed or skipped: path, status, error.")]
     message: str | None
     created_at: str | None
     started_at: str | None
     finished_at: str | None
-    executor: str = "thread"
-    bytes: int = 0
-    summaries: dict[str, int] = field(default_factory=dict)  # documents per summary state (pending, done, …)
+    executor: Annotated[str, Field(description="'thread' (this service) or 'queue' (rag worker tasks).")] = "thread"
+    bytes: Annotated[int, Field(description="Bytes of the files ingested so far (queued jobs).")] = 0
+    summaries: Annotated[dict[str, int], Field(
+        description="The job's documents per summary state: pending (none yet), extractive, done (LLM), failed, "
+        "rejected. Summaries are written in the background after the documents are searchable.",
+    )] = field(default_factory=dict)
 
     @classmethod
     def of(cls, run: Any) -> JobInfo:

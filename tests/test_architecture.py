@@ -21,7 +21,7 @@ PACKAGES = ("api", "ingest", "rag")
 # Top to bottom. "x.*" is the package x and everything in it, "x*" any module whose name starts so, else exact.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("faces", ("api.*", "rag.cli")),
-    ("engine", ("rag.engine", "rag")),
+    ("engine", ("rag.engine", "rag", "rag.jobs")),
     ("work", ("ingest.*", "rag.retrieval", "rag.synthesis*", "rag.budget")),
     ("base", ("rag.store.*", "rag.models.*", "rag.types", "rag.settings")),
 ]

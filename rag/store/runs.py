@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rag.store.schema import IngestionItem, IngestionRun, utcnow
-from rag.types import RUN_LIVE, FileOutcome
+from rag.types import JOB_LIVE, FileOutcome
 
 _FINAL_ITEM = ("added", "updated")
 """An item that reached one of these keeps it when a second delivery of its task finds the file unchanged."""
@@ -70,7 +70,7 @@ class RunRecords:
         with self.sessions.begin() as s:
             s.execute(
                 update(IngestionRun)
-                .where(IngestionRun.id.in_(run_ids), IngestionRun.state.in_(RUN_LIVE))
+                .where(IngestionRun.id.in_(run_ids), IngestionRun.state.in_(JOB_LIVE))
                 .values(heartbeat_at=utcnow())
             )
 
@@ -84,7 +84,7 @@ class RunRecords:
             res = s.execute(
                 update(IngestionRun)
                 .where(
-                    IngestionRun.state.in_(RUN_LIVE),
+                    IngestionRun.state.in_(JOB_LIVE),
                     func.coalesce(IngestionRun.executor, "thread") == "thread",
                     func.coalesce(IngestionRun.heartbeat_at, IngestionRun.created_at) < cutoff,
                 )

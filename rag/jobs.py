@@ -1,5 +1,9 @@
 """Background ingestion jobs: ``RAG.ingest`` in worker threads, with state persisted in SQL.
 
+The job executor of ``rag serve`` (the API holds one and translates its exceptions: :class:`KeyError` 404,
+:class:`~rag.types.JobFinished` 409, :class:`~rag.types.ShuttingDown` 503). It drives the engine, so it sits in the
+engine layer beside it; with a broker, ``ingest/queue.py`` executes the same jobs in ``rag worker`` processes.
+
 Why this shape:
 - SQL (``ingestion_runs``) is the only record of a job, so a restart or another replica behind the same
   database shows what happened; this process only keeps the threads and their cancel flags.
@@ -26,14 +30,10 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from api.errors import APIError
-from rag.types import RUN_FINISHED, RUN_STARTED, Cancelled, utcnow
-
-if TYPE_CHECKING:
-    from api.metrics import Metrics
-    from rag.engine import RAG
+from rag.engine import RAG
+from rag.types import JOB_FINISHED, JOB_STARTED, Cancelled, JobFinished, ShuttingDown, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,16 @@ STALE_HEARTBEATS = 3
 """Missed heartbeats after which a job's process is taken for dead."""
 PROGRESS_INTERVAL_S = 0.5
 REMOTE_CANCEL_POLL_S = 1.0
+
+
+class JobCounters(Protocol):
+    """What the executor reports as it goes (the API's Prometheus metrics implement it)."""
+
+    def job_running(self, delta: int) -> None: ...
+
+    def job_finished(self, state: str) -> None: ...
+
+    def file_done(self, status: str) -> None: ...
 
 
 class _Cancel:
@@ -67,7 +77,7 @@ class _Cancel:
 class JobManager:
     """Accepts ingestion jobs, runs them on a small thread pool, and answers for their state."""
 
-    def __init__(self, rag: RAG, metrics: Metrics, workers: int = 2) -> None:
+    def __init__(self, rag: RAG, metrics: JobCounters, workers: int = 2) -> None:
         self.rag = rag
         self.metrics = metrics
         self.stopping = threading.Event()
@@ -83,7 +93,7 @@ class JobManager:
     # --- API -----------------------------------------------------------------------------------------
     def submit(self, paths: list[str], collection: str, summarize: bool | None = None) -> str:
         if self.stopping.is_set():
-            raise APIError(503, "the server is shutting down")
+            raise ShuttingDown("the server is shutting down")
         if self.rag.settings.broker_url:  # workers execute it; this replica only plans and enqueues
             return self.rag.submit(paths, collection, summarize=summarize)
         job_id = uuid.uuid4().hex
@@ -99,7 +109,7 @@ class JobManager:
         try:
             return self.rag.job(job_id).to_dict()
         except KeyError:
-            raise APIError(404, f"no job {job_id!r}") from None
+            raise KeyError(f"no job {job_id!r}") from None
 
     def list_jobs(self, limit: int = 50, collections: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """The newest jobs, of every collection or of ``collections`` (what an API key sees)."""
@@ -110,15 +120,15 @@ class JobManager:
         store = self.rag.store
         if store.transition_run(job_id, ["queued"], state="cancelled", message="cancelled before it started",
                                 finished_at=utcnow()):
-            self.metrics.jobs.labels("cancelled").inc()
+            self.metrics.job_finished("cancelled")
         elif store.transition_run(job_id, ["running"], state="cancelling", message="cancel requested"):
             pass
         else:
             run = store.get_run(job_id)
             if run is None:
-                raise APIError(404, f"no job {job_id!r}")
-            if run.state in RUN_FINISHED:
-                raise APIError(409, f"job {job_id} has already finished ({run.state})")
+                raise KeyError(f"no job {job_id!r}")
+            if run.state in JOB_FINISHED:
+                raise JobFinished(f"job {job_id} has already finished ({run.state})")
         with self._lock:
             local = self._cancels.get(job_id)
         if local is not None:
@@ -163,11 +173,11 @@ class JobManager:
             if not store.transition_run(job_id, ["queued"], state="running", started_at=utcnow()):
                 log.info("job %s was cancelled before it started", job_id)
                 return
-            self.metrics.jobs_running.inc()
+            self.metrics.job_running(1)
             try:
                 self._ingest(job_id, paths, collection, summarize, cancel)
             finally:
-                self.metrics.jobs_running.dec()
+                self.metrics.job_running(-1)
         except Exception:  # the worker thread must never die silently; the job records what happened
             log.exception("job %s: bookkeeping failed", job_id)
         finally:
@@ -194,25 +204,25 @@ class JobManager:
         except Cancelled as exc:
             state = "interrupted" if self.stopping.is_set() and not cancel.event.is_set() else "cancelled"
             why = "the server stopped during the job" if state == "interrupted" else str(exc)
-            store.transition_run(job_id, RUN_STARTED, state=state, message=why, finished_at=utcnow(), **progress_state)
-            self.metrics.jobs.labels(state).inc()
+            store.transition_run(job_id, JOB_STARTED, state=state, message=why, finished_at=utcnow(), **progress_state)
+            self.metrics.job_finished(state)
             log.info("job %s %s: %s", job_id, state, why)
             return
         except Exception as exc:
             log.exception("job %s failed", job_id)
-            store.transition_run(job_id, RUN_STARTED, state="failed", message=f"{type(exc).__name__}: {exc}"[:1000],
+            store.transition_run(job_id, JOB_STARTED, state="failed", message=f"{type(exc).__name__}: {exc}"[:1000],
                                  finished_at=utcnow(), **progress_state)
-            self.metrics.jobs.labels("failed").inc()
+            self.metrics.job_finished("failed")
             return
         counts = {**report.counts(), "summaries_pending": report.summaries_pending}
         errors = [{"path": f.path, "status": f.status, "error": f.error} for f in report.failures]
         seen = sum(1 for f in report.files if f.status != "removed")
         store.transition_run(
-            job_id, RUN_STARTED, state="done", counts=counts, errors=errors, finished_at=utcnow(),
+            job_id, JOB_STARTED, state="done", counts=counts, errors=errors, finished_at=utcnow(),
             processed=max(progress_state["processed"], seen), total=max(progress_state["total"], seen),
             message=f"{report.elapsed_s:.1f}s" + (", finished before the cancel took effect" if cancel.event.is_set() else ""),
         )
         for f in report.files:
-            self.metrics.files.labels(f.status).inc()
-        self.metrics.jobs.labels("done").inc()
+            self.metrics.file_done(f.status)
+        self.metrics.job_finished("done")
         log.info("job %s done: %s", job_id, counts)
