@@ -84,6 +84,14 @@ That is llama.cpp's own speed on this CPU, not a loss in the service's runtime: 
 21.3 tok/s after ~750 tokens, prefilling ~84 tok/s, with the CPU features ``AVX2 FMA F16C`` compiled in (native
 build). The 41.7 tok/s of the issue's measurement was not reproduced by the library itself on this machine.
 
+Answer quality per runtime, the same 40 answerable SQuAD 2.0 questions on the same EPYC,
+``RAG_SUMMARIZE=off python bench/answers.py squad --answerable 40 --unanswerable 0 --runtime llamacpp|transformers``:
+the model's verified answer contains a reference 0.625 (llama.cpp) vs 0.600 (transformers), the same verdict on 39
+of 40 questions, the same text on 33; the gold paragraph cited 0.925 vs 0.925 (0.80 vs 0.80 before verification);
+shown answers (after the decision) contain a reference 0.825 vs 0.825; p50 answer time 13.0 s vs 16.2 s (prefill
+dominates a short answer). The kinds differ: 6 generated on llama.cpp, 0 on transformers, whose confidence lacks
+the model's probabilities (the WITHOUT_LOGPROBS calibration), so its answers are quoted instead.
+
 Prompt: SQuAD 2.0 dev paragraphs as numbered sources in the service's own compact prompt (system prompt + template),
 cut to ``--prompt-tokens`` (default 1,000) with the chat template applied; then ``--new-tokens`` (default 128) greedy
 tokens, end-of-sequence suppressed so every run decodes the same number. Prefill tokens/s = prompt tokens / time to
