@@ -69,6 +69,29 @@ runtime first converts the GGUF, about a minute), it holds ~0.5 GB instead of 2 
 it is; a short RAG answer (~30 tokens after a 900-token prompt) takes about as long on either here (prefill 1.5 s
 slower, decoding 1.6 s faster).
 
+The same command on the issue's kind of CPU, a quiet 2-core AMD EPYC (AVX2, no AVX-512), 7 Dec 2026, 2 threads,
+medians of 3 interleaved runs:
+
+| option | prefill tok/s | decode tok/s | first token | whole answer | load |
+|---|---|---|---|---|---|
+| fp32 (transformers) | 106 | 3.8 | 8.6 s | 41.6 s | 0.2 s (after a one-time conversion of ~20 s) |
+| llamacpp (Q4_K_M as shipped) | 80 | 19.4 | 11.4 s | 17.9 s | 2.7 s (the file's first read from disk) |
+| ratio | 0.75x | 5.05x | | 2.32x | |
+
+Here decoding gains 5x (the issue's target 6x) and a whole 128-token answer 2.3x (target 3x); prefill stays slower.
+That is llama.cpp's own speed on this CPU, not a loss in the service's runtime: llama-cpp-python's high-level
+``Llama`` (default batch 512, 2 threads) measured in the same session decodes 27.4 tok/s after a 10-word prompt and
+21.3 tok/s after ~750 tokens, prefilling ~84 tok/s, with the CPU features ``AVX2 FMA F16C`` compiled in (native
+build). The 41.7 tok/s of the issue's measurement was not reproduced by the library itself on this machine.
+
+Answer quality per runtime, the same 40 answerable SQuAD 2.0 questions on the same EPYC,
+``RAG_SUMMARIZE=off python bench/answers.py squad --answerable 40 --unanswerable 0 --runtime llamacpp|transformers``:
+the model's verified answer contains a reference 0.625 (llama.cpp) vs 0.600 (transformers), the same verdict on 39
+of 40 questions, the same text on 33; the gold paragraph cited 0.925 vs 0.925 (0.80 vs 0.80 before verification);
+shown answers (after the decision) contain a reference 0.825 vs 0.825; p50 answer time 13.0 s vs 16.2 s (prefill
+dominates a short answer). The kinds differ: 6 generated on llama.cpp, 0 on transformers, whose confidence lacks
+the model's probabilities (the WITHOUT_LOGPROBS calibration), so its answers are quoted instead.
+
 Prompt: SQuAD 2.0 dev paragraphs as numbered sources in the service's own compact prompt (system prompt + template),
 cut to ``--prompt-tokens`` (default 1,000) with the chat template applied; then ``--new-tokens`` (default 128) greedy
 tokens, end-of-sequence suppressed so every run decodes the same number. Prefill tokens/s = prompt tokens / time to

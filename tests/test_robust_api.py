@@ -251,17 +251,19 @@ def test_abstaining_query_does_not_queue_behind_answers(server: ApiServer, inges
 def test_generation_stops_when_the_client_goes_away(server: ApiServer, ingested: dict) -> None:
     a, b = _clients(server, 2)
     with a, b:
-        response, lines = _open_counting_stream(a, 100)  # left alone, it writes ~100 tokens (temperature 0)
+        # Left alone, it writes 400 tokens (temperature 0, counting to 1000): long enough that the abandoned rest
+        # (~7 s on llama.cpp at ~55 tokens/s) stands far apart from the next request's own time (~0.5 s).
+        response, lines = _open_counting_stream(a, 400)
         _skip_pieces(lines, 10)
         t0 = time.monotonic()
         _skip_pieces(lines, 10)
         rate = 10 / (time.monotonic() - t0)  # pieces per second while generating
-        response.close()  # the client leaves with ~80 tokens to go
+        response.close()  # the client leaves with ~380 tokens to go
         started = time.monotonic()
         r = b.post("/v1/chat/completions", json={"model": SMALL_LLM, "messages": COUNTING, "max_tokens": 2})
         waited = time.monotonic() - started
     assert r.status_code == 200, r.text
-    left = 80 / rate
+    left = 380 / rate
     assert waited < left / 3, f"the next request waited {waited:.1f}s; the abandoned stream had {left:.1f}s to go"
 
 
