@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -160,19 +161,18 @@ class RAG:
         do_summaries = self.settings.summarize if summarize is None else summarize
 
         def apply(collection: str, paths: list[Path], drop: list[int], should_cancel: Callable[[], bool]) -> dict[str, int]:
-            counts: dict[str, int] = {}
+            counts: Counter[str] = Counter()
             if drop:  # left out by a .ragignore rule now: their files remain, so ingestion would keep them
                 self.pipeline.delete(collection, drop)
                 counts["removed"] = len(drop)
             if paths and self.settings.broker_url:  # moves and removals are settled here, the rest is queued
                 job = self.job(self.submit(list(paths), collection, summarize=do_summaries))
                 counts.update(job.counts)
-                counts["queued"] = job.total - sum(job.counts.values())
+                counts["queued"] += job.total - sum(job.counts.values())
             elif paths:
                 report = self.ingest(list(paths), collection, summarize=do_summaries, should_cancel=should_cancel)
-                for outcome, n in report.counts().items():
-                    counts[outcome] = counts.get(outcome, 0) + n
-            return counts
+                counts.update(report.counts())
+            return dict(counts)
 
         folders = list(self.settings.watch if folders is None else folders)
         watcher = Watcher(self.store, self.settings, folders, apply, prepare=lambda: self.pipeline)
